@@ -1,0 +1,237 @@
+use super::*;
+
+fn roundtrip(m: Message) {
+    let mut buf = Vec::new();
+    m.encode(&mut buf).unwrap();
+    let (back, used) = decode_frame(&buf).unwrap().unwrap();
+    assert_eq!(used, buf.len());
+    assert_eq!(back, m);
+    // Every strict prefix is "need more bytes", never an error or a wrong message.
+    for cut in 0..buf.len() {
+        assert!(decode_frame(&buf[..cut]).unwrap().is_none(), "prefix {cut}");
+    }
+    // And the blocking reader agrees.
+    let mut r = &buf[..];
+    assert_eq!(read_message(&mut r).unwrap().unwrap(), m);
+}
+
+fn sample_request() -> Request {
+    Request {
+        argv: vec![
+            b"git".to_vec(),
+            b"commit".to_vec(),
+            b"-m".to_vec(),
+            b"a \"quoted\"\nmulti-line message".to_vec(),
+            Vec::new(),
+            vec![0xff, 0xfe, b'x', 0x80],
+        ],
+        tool_path: b"/usr/bin/git".to_vec(),
+        cwd: vec![b'/', b't', 0xc3, 0x28],
+        env: vec![
+            (b"HOME".to_vec(), b"/home/agent".to_vec()),
+            (b"WEIRD".to_vec(), vec![0, 1, 2, 0xff]),
+            (b"EMPTY".to_vec(), Vec::new()),
+        ],
+        tty: Some(Tty {
+            rows: 24,
+            cols: 80,
+            term: b"xterm-256color".to_vec(),
+        }),
+        stdin_open: true,
+        parent_request: Some("r-123".into()),
+        fds_attached: true,
+    }
+}
+
+#[test]
+fn every_message_roundtrips_byte_exact() {
+    roundtrip(Message::hello());
+    roundtrip(Message::Request(sample_request()));
+    roundtrip(Message::Request(Request::default()));
+    roundtrip(Message::Decision(Decision {
+        request_id: "01J".into(),
+        action: Action::Deny,
+        reason: "force-push is not allowed".into(),
+        rule: Some("no-force-push".into()),
+        uses_fds: false,
+    }));
+    roundtrip(Message::Decision(Decision {
+        request_id: "x".into(),
+        action: Action::Allow,
+        reason: String::new(),
+        rule: None,
+        uses_fds: true,
+    }));
+    roundtrip(Message::Pending {
+        approval_id: "a-1".into(),
+        message: "waiting for approval of `curl x`".into(),
+    });
+    roundtrip(Message::Stdin(vec![0, 1, 2, 255]));
+    roundtrip(Message::Stdin(Vec::new()));
+    roundtrip(Message::StdinEof);
+    roundtrip(Message::Signal(2));
+    roundtrip(Message::Resize { rows: 50, cols: 200 });
+    roundtrip(Message::Stdout(vec![7; MAX_IO_PAYLOAD as usize]));
+    roundtrip(Message::Stderr(b"err".to_vec()));
+    roundtrip(Message::Exit(255));
+    roundtrip(Message::Signaled(9));
+    roundtrip(Message::Error {
+        kind: ErrorKind::Timeout,
+        message: "timed out after 30s; process tree killed".into(),
+    });
+    roundtrip(Message::Error {
+        kind: ErrorKind::Other(200),
+        message: String::new(),
+    });
+}
+
+#[test]
+fn oversized_length_is_rejected_from_the_header_alone() {
+    // A Stdout header claiming 4 GiB: rejected before any payload is read or allocated.
+    let raw = [Kind::Stdout as u8, 0xff, 0xff, 0xff, 0xff];
+    match FrameHeader::parse(raw) {
+        Err(ProtocolError::TooLarge { len, max, .. }) => {
+            assert_eq!(len, u32::MAX);
+            assert_eq!(max, MAX_IO_PAYLOAD);
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut r = &raw[..];
+    assert!(matches!(
+        read_message(&mut r),
+        Err(ProtocolError::TooLarge { .. })
+    ));
+    // A request just over 4 MiB is refused; exactly 4 MiB is within the limit.
+    let over = (MAX_REQUEST_PAYLOAD + 1).to_be_bytes();
+    assert!(FrameHeader::parse([2, over[0], over[1], over[2], over[3]]).is_err());
+    let at = MAX_REQUEST_PAYLOAD.to_be_bytes();
+    assert!(FrameHeader::parse([2, at[0], at[1], at[2], at[3]]).is_ok());
+}
+
+#[test]
+fn unknown_kind_is_an_error() {
+    assert!(matches!(
+        decode_frame(&[0x77, 0, 0, 0, 0]),
+        Err(ProtocolError::UnknownKind(0x77))
+    ));
+}
+
+#[test]
+fn truncated_stream_is_an_error_not_a_hang() {
+    let mut buf = Vec::new();
+    Message::Exit(3).encode(&mut buf).unwrap();
+    let mut r = &buf[..buf.len() - 1];
+    assert!(matches!(read_message(&mut r), Err(ProtocolError::Truncated)));
+    let mut r = &buf[..2];
+    assert!(matches!(read_message(&mut r), Err(ProtocolError::Truncated)));
+    let mut empty: &[u8] = &[];
+    assert!(read_message(&mut empty).unwrap().is_none());
+}
+
+#[test]
+fn inner_length_overrun_is_rejected_without_allocating() {
+    // Request payload whose argv count claims 2^32-1 entries in an 8-byte frame.
+    let payload = [0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0];
+    let err = Message::decode(Kind::Request, &payload).unwrap_err();
+    assert!(matches!(
+        err,
+        ProtocolError::Decode(DecodeError::LengthOverrun { .. })
+    ));
+    // A byte string claiming more bytes than remain.
+    let payload = [0, 0, 0, 1, 0, 0, 0, 9, b'a'];
+    assert!(Message::decode(Kind::Request, &payload).is_err());
+}
+
+#[test]
+fn trailing_bytes_and_bad_flags_are_rejected() {
+    assert!(matches!(
+        Message::decode(Kind::Exit, &[0, 0, 0, 1, 9]),
+        Err(ProtocolError::Decode(DecodeError::Trailing(1)))
+    ));
+    // Decision with action byte 7.
+    let mut p = Vec::new();
+    Encoder::new(&mut p).str("id");
+    p.push(7);
+    assert!(Message::decode(Kind::Decision, &p).is_err());
+    // Non-UTF-8 in a text field.
+    let p = [0, 0, 0, 1, 0xff, 0, 0, 0, 0];
+    assert!(matches!(
+        Message::decode(Kind::Pending, &p),
+        Err(ProtocolError::Decode(DecodeError::NotUtf8))
+    ));
+}
+
+#[test]
+fn hello_checks_magic_and_version() {
+    assert!(Message::hello().check_hello().is_ok());
+    let bad = Message::Hello {
+        magic: *b"HTTP",
+        version: 1,
+    };
+    assert!(matches!(bad.check_hello(), Err(ProtocolError::BadMagic(_))));
+    let newer = Message::Hello {
+        magic: MAGIC,
+        version: 2,
+    };
+    let err = newer.check_hello().unwrap_err();
+    assert_eq!(err.wire_kind(), ErrorKind::UnsupportedVersion);
+    assert!(Message::Exit(0).check_hello().is_err());
+}
+
+#[test]
+fn encode_refuses_oversized_payloads() {
+    let mut buf = vec![1, 2, 3];
+    let err = Message::Stdout(vec![0; MAX_IO_PAYLOAD as usize + 1])
+        .encode(&mut buf)
+        .unwrap_err();
+    assert!(matches!(err, ProtocolError::TooLarge { .. }));
+    assert_eq!(buf, vec![1, 2, 3], "nothing appended on error");
+    let huge = Request {
+        argv: vec![vec![b'a'; MAX_REQUEST_PAYLOAD as usize]],
+        ..Request::default()
+    };
+    assert!(Message::Request(huge).encode(&mut buf).is_err());
+}
+
+#[test]
+fn a_command_line_of_arg_max_fits_in_a_request() {
+    // 2 MiB of arguments (Linux's default ARG_MAX) plus environment must fit.
+    let argv: Vec<Vec<u8>> = (0..16 * 1024).map(|_| vec![b'x'; 127]).collect();
+    let r = Request {
+        argv,
+        ..Request::default()
+    };
+    roundtrip(Message::Request(r));
+}
+
+#[test]
+fn write_chunks_splits_at_the_io_limit() {
+    let data = vec![9u8; MAX_IO_PAYLOAD as usize * 2 + 5];
+    let mut out = Vec::new();
+    write_chunks(&mut out, Kind::Stdout, &data);
+    let mut rest = &out[..];
+    let mut got = Vec::new();
+    let mut frames = 0;
+    while let Some((m, used)) = decode_frame(rest).unwrap() {
+        match m {
+            Message::Stdout(b) => got.extend(b),
+            other => panic!("{other:?}"),
+        }
+        rest = &rest[used..];
+        frames += 1;
+    }
+    assert_eq!(frames, 3);
+    assert_eq!(got, data);
+    let mut none = Vec::new();
+    write_chunks(&mut none, Kind::Stdout, &[]);
+    assert!(none.is_empty());
+}
+
+#[test]
+fn error_kinds_map_to_design_exit_statuses() {
+    assert_eq!(ErrorKind::Timeout.exit_status(), 124);
+    assert_eq!(ErrorKind::Protocol.exit_status(), 125);
+    assert_eq!(ErrorKind::UnsupportedVersion.exit_status(), 125);
+    assert_eq!(ErrorKind::NotFound.exit_status(), 127);
+    assert_eq!(ErrorKind::Cancelled.exit_status(), 126);
+}

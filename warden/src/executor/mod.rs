@@ -1,0 +1,106 @@
+//! Executors run an allowed command and stream its I/O. The session hands one an
+//! [`ExecRequest`] and an [`ExecIo`]; it returns the [`Outcome`].
+//!
+//! Contract every executor keeps:
+//! - `io.input` closing (the session's reader saw the shim disconnect) means the call was
+//!   cancelled: the whole process tree dies (SIGTERM, `grace`, SIGKILL) and the outcome
+//!   is [`Outcome::Cancelled`].
+//! - `io.cancel` turning `true` (lockdown, kill switch, shutdown) does the same.
+//! - At `timeout` the whole process tree dies the same way and the outcome is
+//!   [`Outcome::TimedOut`].
+//! - `io.started` is sent exactly once, just after the process exists, before any output.
+//! - Output goes to `io.output` in order; the channel is bounded, so a slow shim slows the
+//!   command instead of growing memory.
+
+pub mod local;
+
+use std::future::Future;
+use std::os::fd::OwnedFd;
+use std::pin::Pin;
+use std::time::Duration;
+
+use clawrden_protocol::Tty;
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// What to run. The session has already decided, scrubbed the environment and set
+/// `CLAWRDEN_PARENT_REQUEST`.
+#[derive(Debug)]
+pub struct ExecRequest {
+    pub request_id: String,
+    pub prisoner: String,
+    /// `argv[0]` is the name the tool was invoked as.
+    pub argv: Vec<Vec<u8>>,
+    /// The shimmed tool's absolute path inside the prisoner (mirror runs its original).
+    pub tool_path: Vec<u8>,
+    pub cwd: Vec<u8>,
+    /// The final environment of the command (already scrubbed).
+    pub env: Vec<(Vec<u8>, Vec<u8>)>,
+    pub tty: Option<Tty>,
+    pub stdin_open: bool,
+    pub timeout: Duration,
+    /// How long the tree gets between SIGTERM and SIGKILL.
+    pub grace: Duration,
+    /// Caller's identity from SO_PEERCRED.
+    pub uid: u32,
+    pub gid: u32,
+    /// The shim's stdin, stdout and stderr, when it passed them with SCM_RIGHTS and the
+    /// session told it `uses_fds`. The executor then streams nothing.
+    pub fds: Option<[OwnedFd; 3]>,
+}
+
+/// Shim -> command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamIn {
+    Stdin(Vec<u8>),
+    StdinEof,
+    Signal(i32),
+    Resize { rows: u16, cols: u16 },
+}
+
+/// Command -> shim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamOut {
+    Stdout(Vec<u8>),
+    Stderr(Vec<u8>),
+}
+
+/// Facts about a started command, for the `start` audit event.
+#[derive(Debug, Clone)]
+pub struct Started {
+    /// Pid of the supervising process on the executor's host.
+    pub pid: u32,
+    /// Absolute path actually executed.
+    pub program: Vec<u8>,
+}
+
+/// The channels between a session and an executor.
+#[derive(Debug)]
+pub struct ExecIo {
+    pub input: mpsc::Receiver<StreamIn>,
+    pub output: mpsc::Sender<StreamOut>,
+    pub started: oneshot::Sender<Started>,
+    pub cancel: watch::Receiver<bool>,
+}
+
+/// How a command ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Exited(i32),
+    Signaled(i32),
+    TimedOut { after: Duration },
+    /// The shim went away or the warden cancelled; `reason` says which.
+    Cancelled { reason: String },
+    /// The command could not be started. `not_found` distinguishes 127 from 126.
+    SpawnFailed { not_found: bool, message: String },
+}
+
+/// Boxed future returned by [`Executor::run`].
+pub type RunFuture<'a> = Pin<Box<dyn Future<Output = Outcome> + Send + 'a>>;
+
+/// Runs allowed commands somewhere (locally, in the prisoner, in a ghost container).
+pub trait Executor: Send + Sync {
+    /// Short name for logs, audit and metrics: `local`, `mirror`, `ghost`.
+    fn name(&self) -> &'static str;
+    /// Runs `req` to completion under the contract above.
+    fn run(&self, req: ExecRequest, io: ExecIo) -> RunFuture<'_>;
+}
