@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Builds everything Clawrden's tests need and runs every tier that this machine supports.
+#
+#   scripts/test.sh            # the whole suite
+#   scripts/test.sh -E 'test(fidelity)'   # extra arguments go to cargo nextest
+#
+# Environment:
+#   CLAWRDEN_REQUIRE_DOCKER=1   fail (instead of skip) the tests that need a Docker engine
+#   CLAWRDEN_REQUIRE_BROWSER=1  fail (instead of skip) the tests that need Chromium
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+musl=x86_64-unknown-linux-musl
+if command -v rustup >/dev/null 2>&1 && ! rustup target list --installed | grep -qx "$musl"; then
+    echo "==> installing the $musl target (for the static shim)"
+    rustup target add "$musl"
+fi
+
+echo "==> building binaries"
+cargo build --workspace --bins
+cargo build --release -p clawrden-shim --target "$musl"
+shim="target/$musl/release/clawrden-shim"
+echo "    static shim: $(stat -c %s "$shim") bytes ($shim)"
+
+echo "==> running tests"
+if cargo nextest --version >/dev/null 2>&1; then
+    profile=default
+    [ "${CI:-}" = "true" ] && profile=ci
+    cargo nextest run --workspace --profile "$profile" --no-tests=fail "$@"
+else
+    cargo test --workspace -- "$@"
+fi
