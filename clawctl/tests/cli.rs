@@ -1,0 +1,254 @@
+//! Runs the built `clawctl` binary and checks exact output and exit codes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use sha2::{Digest, Sha256};
+
+fn clawctl(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_clawctl"))
+        .args(args)
+        .output()
+        .expect("run clawctl")
+}
+
+fn text(bytes: &[u8]) -> &str {
+    std::str::from_utf8(bytes).expect("utf-8 output")
+}
+
+/// A fresh directory for one test.
+fn scratch(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("clawctl-cli")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn write(path: &Path, body: &str) -> String {
+    std::fs::write(path, body).unwrap();
+    path.display().to_string()
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+const POLICY: &str = "version: 1\nrules:\n\
+  - {name: git-read, command: git, args: [status, '**'], action: allow, timeout: 30s}\n\
+  - {name: no-force-push, command: git, args: ['**', push, '**', '--force*', '**'], action: deny, reason: force-push is not allowed}\n";
+
+#[test]
+fn policy_check_ok_prints_rule_count_and_hash() {
+    let dir = scratch("check-ok");
+    let file = write(&dir.join("policy.yaml"), POLICY);
+    let out = clawctl(&["policy", "check", &file]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        text(&out.stdout),
+        format!(
+            "ok: {file} (2 rules, sha256 {})\n",
+            sha256_hex(POLICY.as_bytes())
+        )
+    );
+    assert_eq!(text(&out.stderr), "");
+}
+
+#[test]
+fn policy_check_bad_prints_position_and_exits_1() {
+    let dir = scratch("check-bad");
+    let file = write(
+        &dir.join("policy.yaml"),
+        "version: 1\ndefault_action: maybe\n",
+    );
+    let out = clawctl(&["policy", "check", &file]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stdout), "");
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "{file}:2:17: default_action: unknown action `maybe`; expected allow, deny or ask\n"
+        )
+    );
+}
+
+#[test]
+fn policy_explain_renders_and_exits_0_even_on_deny() {
+    let dir = scratch("explain");
+    let file = write(&dir.join("policy.yaml"), POLICY);
+    let out = clawctl(&[
+        "policy",
+        "explain",
+        "--policy",
+        &file,
+        "--cwd",
+        "/work",
+        "--uid",
+        "1000",
+        "--",
+        "/usr/bin/git",
+        "-c",
+        "k=v",
+        "push",
+        "--force",
+    ]);
+    assert_eq!(text(&out.stderr), "");
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        text(&out.stdout),
+        "rule 1 git-read: no match: argument 1 `-c` does not match `status`\n\
+         rule 2 no-force-push: MATCH: command `git` matches `git`; args match `** push ** --force* **`\n\
+         verdict: deny (rule no-force-push)\n\
+         reason: force-push is not allowed\n\
+         executor: mirror\n\
+         timeout: 2m\n"
+    );
+}
+
+#[test]
+fn policy_explain_json() {
+    let dir = scratch("explain-json");
+    let file = write(&dir.join("policy.yaml"), POLICY);
+    let out = clawctl(&[
+        "policy",
+        "explain",
+        "--policy",
+        &file,
+        "--cwd",
+        "/",
+        "--uid",
+        "0",
+        "--prisoner",
+        "agent-1",
+        "--json",
+        "--",
+        "git",
+        "status",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        value,
+        serde_json::json!({
+            "verdict": {
+                "action": "allow", "rule": "git-read", "reason": "rule git-read allows",
+                "timeout": "30s", "timeout_ms": 30000, "executor": "mirror", "ghost": null,
+                "env": {"pass": [], "drop": []}
+            },
+            "checks": [{"index": 0, "rule": "git-read", "matched": true,
+                        "why": "command `git` matches `git`; args match `status **`"}]
+        })
+    );
+}
+
+#[test]
+fn policy_explain_bad_policy_exits_1_and_usage_errors_exit_2() {
+    let dir = scratch("explain-bad");
+    let file = write(&dir.join("policy.yaml"), "version: 3\n");
+    let out = clawctl(&["policy", "explain", "--policy", &file, "--", "ls"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        format!("{file}:1:10: version: unsupported policy version 3; this Clawrden reads `version: 1`\n")
+    );
+    let out = clawctl(&["policy", "explain", "--policy", &file]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(text(&out.stdout), "");
+    let out = clawctl(&[
+        "policy", "explain", "--policy", &file, "--uid", "x", "--", "ls",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+/// `n` chained audit lines from seq `first`, following `prev`.
+fn audit_lines(first: u64, n: u64, prev: &str) -> Vec<String> {
+    let mut prev = prev.to_owned();
+    (first..first + n)
+        .map(|seq| {
+            let line = format!(
+                r#"{{"seq":{seq},"ts":"2026-11-24T09:01:02.345Z","event":"control","prev":"{prev}"}}"#
+            );
+            prev = sha256_hex(line.as_bytes());
+            line
+        })
+        .collect()
+}
+
+fn joined(lines: &[String]) -> String {
+    lines.iter().map(|l| format!("{l}\n")).collect()
+}
+
+#[test]
+fn audit_verify_file_dir_and_tampering() {
+    let zeros = "0".repeat(64);
+    let lines = audit_lines(1, 5, &zeros);
+    let head = sha256_hex(lines[4].as_bytes());
+
+    // A directory: rotated file first, then audit.jsonl.
+    let dir = scratch("audit");
+    write(
+        &dir.join("audit.00000000000000000001.jsonl"),
+        &joined(&lines[..3]),
+    );
+    let current = write(&dir.join("audit.jsonl"), &joined(&lines[3..]));
+    write(&dir.join("unrelated.txt"), "not audit\n");
+    let d = dir.display().to_string();
+    let out = clawctl(&["audit", "verify", &d]);
+    assert_eq!(text(&out.stderr), "");
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        text(&out.stdout),
+        format!("ok: 5 events, seq 1..5, head {head}\n")
+    );
+
+    // Only the current file: a later start is noted, not an error.
+    let out = clawctl(&["audit", "verify", &current]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        text(&out.stdout),
+        format!(
+            "{current}: chain starts at seq 4 (earlier events were not given, so the link to them is not checked)\n\
+             ok: 2 events, seq 4..5, head {head}\n"
+        )
+    );
+
+    // An edited line.
+    let mut edited = lines.clone();
+    edited[1] = edited[1].replace("control", "exit");
+    let file = write(&dir.join("edited.jsonl"), &joined(&edited));
+    let out = clawctl(&["audit", "verify", &file]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stdout), "");
+    assert_eq!(
+        text(&out.stderr),
+        format!("{file}:2: line was altered: its SHA-256 does not match the prev recorded at line 3, and the line after that confirms line 3 is intact\n")
+    );
+
+    let missing = dir.join("nope.jsonl").display().to_string();
+    let out = clawctl(&["audit", "verify", &missing]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        format!("{missing}: cannot open: No such file or directory (os error 2)\n")
+    );
+
+    let empty = scratch("audit-empty");
+    std::fs::create_dir(empty.join("audit")).unwrap();
+    let out = clawctl(&["audit", "verify", &empty.display().to_string()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "{}: no audit files (audit.jsonl or audit.<seq>.jsonl) in this directory; did you mean {}?\n",
+            empty.display(),
+            empty.join("audit").display()
+        )
+    );
+
+    let out = clawctl(&["audit", "verify"]);
+    assert_eq!(out.status.code(), Some(2));
+}
