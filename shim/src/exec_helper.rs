@@ -1,0 +1,604 @@
+//! `clawrden-shim exec-helper`: supervises one command for an executor.
+//!
+//! ```text
+//! clawrden-shim exec-helper [--tty] [--grace-ms N] [--cwd DIR]
+//!                           [--uid U --gid G [--groups G1,G2,...]] -- PROGRAM ARGV0 [ARGS...]
+//! ```
+//!
+//! The helper is a child subreaper, so every process the command starts, even one that
+//! double-forks into a new session, stays its descendant. That makes "kill the whole tree"
+//! (SIGUSR1 from the executor, or the helper's parent dying) and "nothing outlives the
+//! command" (leftovers are killed when the main child exits) complete. It forwards
+//! SIGINT/SIGTERM/SIGHUP/SIGQUIT/SIGWINCH to the command's process group and finally
+//! mirrors the command's status: the same exit code, or death by the same signal.
+//!
+//! The helper never writes to stdout, and to stderr only when it fails itself.
+
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::fmt;
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{kill, killpg, SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{getpid, getppid, Gid, Pid, Uid};
+
+use crate::sys::process::{self as sys_process, ExecImage};
+
+/// Exit status of the helper when it cannot do its own job (bad arguments, a failed
+/// syscall before the command started): the command could not be run.
+const EXIT_HELPER_FAILED: i32 = 126;
+/// Default time between SIGTERM and SIGKILL for the process tree.
+const DEFAULT_GRACE: Duration = Duration::from_millis(2000);
+/// How long one SIGKILL round waits for children to be reaped before scanning again.
+const KILL_ROUND: Duration = Duration::from_millis(50);
+
+/// Runs the exec-helper with the arguments that followed `exec-helper`; never returns.
+pub fn main(args: Vec<OsString>) -> ! {
+    let options = match Options::parse(args) {
+        Ok(o) => o,
+        Err(e) => fail(&format!(
+            "{e}\nusage: clawrden-shim exec-helper [--tty] [--grace-ms N] [--cwd DIR] \
+             [--uid U --gid G [--groups G1,G2,...]] -- PROGRAM ARGV0 [ARGS...]"
+        )),
+    };
+    match supervise(&options) {
+        Ok(End::Killed) => std::process::exit(0),
+        Ok(End::Mirror(status)) => mirror(status),
+        Err(e) => fail(&e.to_string()),
+    }
+}
+
+fn fail(message: &str) -> ! {
+    eprintln!("clawrden: exec-helper: {message}");
+    std::process::exit(EXIT_HELPER_FAILED)
+}
+
+/// Exits with the command's status, or dies of the command's fatal signal.
+fn mirror(status: WaitStatus) -> ! {
+    match status {
+        WaitStatus::Exited(_, code) => std::process::exit(code),
+        WaitStatus::Signaled(_, signal, _) => {
+            sys_process::die_of_signal(signal);
+            std::process::exit(128 + signal as i32)
+        }
+        // Only exits and deaths are ever recorded as the main child's end.
+        _ => std::process::exit(EXIT_HELPER_FAILED),
+    }
+}
+
+/// The identity the command runs as, when the helper drops privileges.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Credentials {
+    uid: Uid,
+    gid: Gid,
+    groups: Vec<Gid>,
+}
+
+/// Parsed command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Options {
+    tty: bool,
+    grace: Duration,
+    cwd: Option<OsString>,
+    credentials: Option<Credentials>,
+    program: OsString,
+    /// `argv[0]` as the command should see it, then its arguments.
+    argv: Vec<OsString>,
+}
+
+impl Options {
+    fn parse(args: Vec<OsString>) -> Result<Options, String> {
+        let mut tty = false;
+        let mut grace = DEFAULT_GRACE;
+        let mut cwd = None;
+        let (mut uid, mut gid, mut groups) = (None, None, None);
+        let mut it = args.into_iter();
+        loop {
+            let Some(arg) = it.next() else {
+                return Err("missing `-- PROGRAM ARGV0`".into());
+            };
+            let flag = arg.to_string_lossy();
+            let mut value = |name: &str| {
+                it.next()
+                    .ok_or_else(|| format!("option {name} needs a value"))
+            };
+            match flag.as_ref() {
+                "--" => break,
+                "--tty" => tty = true,
+                "--grace-ms" => {
+                    grace =
+                        Duration::from_millis(parse_number(&value("--grace-ms")?, "--grace-ms")?)
+                }
+                "--cwd" => cwd = Some(value("--cwd")?),
+                "--uid" => uid = Some(Uid::from_raw(parse_id(&value("--uid")?, "--uid")?)),
+                "--gid" => gid = Some(Gid::from_raw(parse_id(&value("--gid")?, "--gid")?)),
+                "--groups" => {
+                    let list = value("--groups")?;
+                    let list = list.to_string_lossy();
+                    let parsed = list
+                        .split(',')
+                        .filter(|g| !g.is_empty())
+                        .map(|g| parse_id(OsStr::new(g), "--groups").map(Gid::from_raw))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    groups = Some(parsed);
+                }
+                other => return Err(format!("unknown option {other:?}")),
+            }
+        }
+        let credentials = match (uid, gid, groups) {
+            (None, None, None) => None,
+            (Some(uid), Some(gid), groups) => Some(Credentials {
+                uid,
+                gid,
+                groups: groups.unwrap_or_default(),
+            }),
+            _ => return Err("--uid and --gid go together (and --groups needs both)".into()),
+        };
+        let program = it.next().ok_or("missing PROGRAM after --")?;
+        let argv: Vec<OsString> = it.collect();
+        if argv.is_empty() {
+            return Err("missing ARGV0 after PROGRAM".into());
+        }
+        Ok(Options {
+            tty,
+            grace,
+            cwd,
+            credentials,
+            program,
+            argv,
+        })
+    }
+}
+
+fn parse_number(value: &OsStr, option: &str) -> Result<u64, String> {
+    value
+        .to_str()
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| format!("{option} wants a non-negative integer, not {value:?}"))
+}
+
+fn parse_id(value: &OsStr, option: &str) -> Result<u32, String> {
+    let n = parse_number(value, option)?;
+    u32::try_from(n).map_err(|_| format!("{option} value {n} is out of range"))
+}
+
+/// A failure of the helper itself.
+#[derive(Debug)]
+struct HelperError {
+    what: String,
+    cause: String,
+}
+
+impl fmt::Display for HelperError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.what, self.cause)
+    }
+}
+
+fn failed(what: impl Into<String>) -> impl FnOnce(Errno) -> HelperError {
+    let what = what.into();
+    move |e| HelperError {
+        what,
+        cause: e.desc().to_string(),
+    }
+}
+
+/// How supervision ended.
+#[derive(Debug)]
+enum End {
+    /// The executor (or the helper's parent dying) asked for the tree to be killed.
+    Killed,
+    /// The main child ended with this status; leftovers are already gone.
+    Mirror(WaitStatus),
+}
+
+/// The signals the helper handles through its signalfd.
+fn handled_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    for s in [
+        Signal::SIGCHLD,
+        Signal::SIGUSR1,
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGWINCH,
+    ] {
+        set.add(s);
+    }
+    set
+}
+
+/// Sets SIGUSR1 as the parent-death signal and checks the parent did not die before that
+/// took effect (it would then never be sent). Returns false when the parent is gone.
+fn arm_parent_death_signal(parent: Pid) -> Result<bool, HelperError> {
+    nix::sys::prctl::set_pdeathsig(Signal::SIGUSR1).map_err(failed("prctl(PR_SET_PDEATHSIG)"))?;
+    Ok(getppid() == parent)
+}
+
+fn supervise(options: &Options) -> Result<End, HelperError> {
+    // Blocked from the start: a SIGUSR1 or SIGTERM that arrives early stays pending and is
+    // handled by the loop instead of killing the helper before it can clean up.
+    let signals = handled_signals();
+    signals.thread_block().map_err(failed("blocking signals"))?;
+    let parent = getppid();
+    nix::sys::prctl::set_child_subreaper(true).map_err(failed("prctl(PR_SET_CHILD_SUBREAPER)"))?;
+    if !arm_parent_death_signal(parent)? {
+        return Ok(End::Killed);
+    }
+
+    let program_fd = match &options.credentials {
+        Some(credentials) => {
+            let fd = open_for_exec(&options.program)?;
+            drop_privileges(credentials)?;
+            // Changing credentials clears the parent-death signal: arm it again.
+            if !arm_parent_death_signal(parent)? {
+                return Ok(End::Killed);
+            }
+            Some(fd)
+        }
+        None => None,
+    };
+
+    let signal_fd = SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .map_err(failed("signalfd"))?;
+    let env: Vec<Vec<u8>> = std::env::vars_os()
+        .map(|(k, v)| {
+            let mut entry = k.into_vec();
+            entry.push(b'=');
+            entry.extend_from_slice(v.as_bytes());
+            entry
+        })
+        .collect();
+    let argv: Vec<&OsStr> = options.argv.iter().map(OsString::as_os_str).collect();
+    let image = ExecImage::new(
+        &options.program,
+        program_fd,
+        &argv,
+        &env,
+        options.cwd.as_deref(),
+        options.tty,
+    )
+    .map_err(|e| HelperError {
+        what: "cannot execute the command".into(),
+        cause: e.0,
+    })?;
+    let child = sys_process::spawn(&image).map_err(failed("fork"))?;
+    drop(image);
+
+    loop {
+        wait_for_signals(&signal_fd, None);
+        let mut main_status = None;
+        while let Some(info) = read_signal(&signal_fd) {
+            match Signal::try_from(info.ssi_signo as i32) {
+                Ok(Signal::SIGUSR1) => {
+                    kill_tree(&signal_fd, options.grace);
+                    return Ok(End::Killed);
+                }
+                Ok(Signal::SIGCHLD) => {
+                    if let Some(status) = reap(Some(child)).main_status {
+                        main_status = Some(status);
+                    }
+                }
+                Ok(signal) if main_status.is_none() => forward(child, signal),
+                _ => {}
+            }
+        }
+        if let Some(status) = main_status {
+            kill_tree(&signal_fd, options.grace);
+            return Ok(End::Mirror(status));
+        }
+    }
+}
+
+/// Opens the program while still privileged. A script keeps the fd inheritable (no
+/// O_CLOEXEC) so that, run via `execveat(AT_EMPTY_PATH)`, its interpreter can read it
+/// through `/dev/fd/N`; any other program gets close-on-exec so the fd does not leak into
+/// the command.
+fn open_for_exec(program: &OsStr) -> Result<OwnedFd, HelperError> {
+    let file = File::open(program).map_err(|e| HelperError {
+        what: format!("cannot open {}", program.to_string_lossy()),
+        cause: e.to_string(),
+    })?;
+    let mut magic = [0u8; 2];
+    let is_script = nix::sys::uio::pread(&file, &mut magic, 0) == Ok(2) && magic == *b"#!";
+    let fd = OwnedFd::from(file);
+    if is_script {
+        fcntl(fd.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::empty()))
+            .map_err(failed("clearing FD_CLOEXEC on the program"))?;
+    }
+    Ok(fd)
+}
+
+/// setgroups, setgid, setuid, then checks every id really changed (a silent partial drop
+/// would run the command with more rights than intended).
+fn drop_privileges(c: &Credentials) -> Result<(), HelperError> {
+    nix::unistd::setgroups(&c.groups).map_err(failed("setgroups"))?;
+    nix::unistd::setresgid(c.gid, c.gid, c.gid).map_err(failed(format!("setgid({})", c.gid)))?;
+    nix::unistd::setresuid(c.uid, c.uid, c.uid).map_err(failed(format!("setuid({})", c.uid)))?;
+    let uids = nix::unistd::getresuid().map_err(failed("getresuid"))?;
+    let gids = nix::unistd::getresgid().map_err(failed("getresgid"))?;
+    let mut groups = nix::unistd::getgroups().map_err(failed("getgroups"))?;
+    let mut wanted = c.groups.clone();
+    groups.sort_by_key(|g| g.as_raw());
+    groups.dedup();
+    wanted.sort_by_key(|g| g.as_raw());
+    wanted.dedup();
+    let ok = [uids.real, uids.effective, uids.saved] == [c.uid; 3]
+        && [gids.real, gids.effective, gids.saved] == [c.gid; 3]
+        && groups == wanted;
+    if !ok {
+        return Err(HelperError {
+            what: format!("dropping privileges to uid {} gid {}", c.uid, c.gid),
+            cause: "the new ids did not stick".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Waits until the signalfd is readable or `timeout` passes (`None`: no limit).
+fn wait_for_signals(signal_fd: &SignalFd, timeout: Option<Duration>) {
+    let timeout = match timeout {
+        None => PollTimeout::NONE,
+        // Round up so a short remainder does not turn into a busy loop of zero timeouts.
+        Some(t) => {
+            PollTimeout::try_from(t + Duration::from_micros(999)).unwrap_or(PollTimeout::MAX)
+        }
+    };
+    let mut fds = [PollFd::new(signal_fd.as_fd(), PollFlags::POLLIN)];
+    // EINTR cannot happen (every handled signal is blocked); other errors surface as an
+    // empty read below.
+    let _ = poll(&mut fds, timeout);
+}
+
+fn read_signal(signal_fd: &SignalFd) -> Option<nix::sys::signalfd::siginfo> {
+    signal_fd.read_signal().ok().flatten()
+}
+
+/// Result of one reaping pass.
+struct Reaped {
+    /// Status of `main` if it was reaped in this pass.
+    main_status: Option<WaitStatus>,
+    /// Whether any child is still running (false once waitpid reports ECHILD).
+    children_left: bool,
+}
+
+/// Reaps every child that has ended, without blocking.
+fn reap(main: Option<Pid>) -> Reaped {
+    let mut main_status = None;
+    loop {
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => {
+                return Reaped {
+                    main_status,
+                    children_left: true,
+                }
+            }
+            Ok(status @ (WaitStatus::Exited(pid, _) | WaitStatus::Signaled(pid, _, _))) => {
+                if Some(pid) == main {
+                    main_status = Some(status);
+                }
+            }
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(_) => {
+                return Reaped {
+                    main_status,
+                    children_left: false,
+                }
+            }
+        }
+    }
+}
+
+/// Forwards a signal to the command's process group. Before the child's setsid() the
+/// group does not exist yet; the child itself then gets it (still blocked, so it is
+/// delivered the moment the child unblocks signals before exec).
+fn forward(child: Pid, signal: Signal) {
+    if killpg(child, signal) == Err(Errno::ESRCH) {
+        let _ = kill(child, signal);
+    }
+}
+
+/// Kills every descendant: SIGTERM (plus SIGCONT so stopped ones act on it), up to `grace`
+/// for them to exit, then SIGKILL rounds over fresh scans until no child is left. Because
+/// the helper is a subreaper, "no child left" means no descendant left.
+fn kill_tree(signal_fd: &SignalFd, grace: Duration) {
+    if !reap(None).children_left {
+        return;
+    }
+    let me = getpid().as_raw();
+    for pid in descendants(me) {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        let _ = kill(Pid::from_raw(pid), Signal::SIGCONT);
+    }
+    let deadline = Instant::now() + grace;
+    loop {
+        if !reap(None).children_left {
+            return;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        wait_for_signals(signal_fd, Some(deadline - now));
+        while read_signal(signal_fd).is_some() {}
+    }
+    loop {
+        for pid in descendants(me) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        wait_for_signals(signal_fd, Some(KILL_ROUND));
+        while read_signal(signal_fd).is_some() {}
+        if !reap(None).children_left {
+            return;
+        }
+    }
+}
+
+/// The pids of all live descendants of `root`, from one scan of /proc.
+fn descendants(root: i32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read(entry.path().join("stat")) else {
+            continue;
+        };
+        if let Some(ppid) = parse_stat_ppid(&stat) {
+            children.entry(ppid).or_default().push(pid);
+        }
+    }
+    let mut found = Vec::new();
+    let mut stack = vec![root];
+    while let Some(parent) = stack.pop() {
+        if let Some(kids) = children.get(&parent) {
+            for &kid in kids {
+                if kid != root && !found.contains(&kid) {
+                    found.push(kid);
+                    stack.push(kid);
+                }
+            }
+        }
+    }
+    found
+}
+
+/// The parent pid from the contents of `/proc/PID/stat`: `pid (comm) state ppid ...`.
+/// `comm` may contain spaces and parentheses, so fields are counted after the LAST ')'.
+fn parse_stat_ppid(stat: &[u8]) -> Option<i32> {
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
+    let mut fields = rest.split_ascii_whitespace();
+    let _state = fields.next()?;
+    fields.next()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(args: &[&str]) -> Vec<OsString> {
+        args.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn stat_ppid_follows_the_last_parenthesis() {
+        let stat = b"4242 (evil) 1 2 (x) S 17 4242 4242 0 -1 4194560 107 0 0 0";
+        assert_eq!(parse_stat_ppid(stat), Some(17));
+        assert_eq!(parse_stat_ppid(b"1 (systemd) S 0 1 1 0 -1"), Some(0));
+        assert_eq!(parse_stat_ppid(b"7 (a b) R 3 7 7"), Some(3));
+    }
+
+    #[test]
+    fn stat_without_parenthesis_or_ppid_is_rejected() {
+        assert_eq!(parse_stat_ppid(b"4242 evil S 17"), None);
+        assert_eq!(parse_stat_ppid(b"4242 (evil) S"), None);
+        assert_eq!(parse_stat_ppid(b"4242 (evil) S x"), None);
+    }
+
+    #[test]
+    fn descendants_of_this_process_include_a_spawned_grandchild() {
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "sleep 30 & echo $!; wait"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn sh");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
+            &mut line,
+        )
+        .expect("read grandchild pid");
+        let grandchild: i32 = line.trim().parse().expect("pid");
+        let found = descendants(std::process::id() as i32);
+        let _ = kill(Pid::from_raw(grandchild), Signal::SIGKILL);
+        let _ = child.wait();
+        assert!(found.contains(&(child.id() as i32)), "{found:?}");
+        assert!(found.contains(&grandchild), "{found:?}");
+    }
+
+    #[test]
+    fn options_parse_the_full_command_line() {
+        let o = Options::parse(os(&[
+            "--tty",
+            "--grace-ms",
+            "250",
+            "--cwd",
+            "/tmp",
+            "--uid",
+            "1000",
+            "--gid",
+            "100",
+            "--groups",
+            "10,20",
+            "--",
+            "/bin/ls",
+            "ls",
+            "-l",
+        ]))
+        .expect("valid");
+        assert_eq!(
+            o,
+            Options {
+                tty: true,
+                grace: Duration::from_millis(250),
+                cwd: Some("/tmp".into()),
+                credentials: Some(Credentials {
+                    uid: Uid::from_raw(1000),
+                    gid: Gid::from_raw(100),
+                    groups: vec![Gid::from_raw(10), Gid::from_raw(20)],
+                }),
+                program: "/bin/ls".into(),
+                argv: os(&["ls", "-l"]),
+            }
+        );
+    }
+
+    #[test]
+    fn options_default_grace_is_two_seconds_and_arguments_after_dashes_are_verbatim() {
+        let o = Options::parse(os(&["--", "/bin/echo", "echo", "--tty", "--"])).expect("valid");
+        assert_eq!(o.grace, Duration::from_secs(2));
+        assert!(!o.tty);
+        assert_eq!(o.argv, os(&["echo", "--tty", "--"]));
+    }
+
+    #[test]
+    fn options_reject_incomplete_command_lines() {
+        assert_eq!(
+            Options::parse(os(&["/bin/ls", "ls"])).unwrap_err(),
+            "unknown option \"/bin/ls\""
+        );
+        assert_eq!(
+            Options::parse(os(&["--", "/bin/ls"])).unwrap_err(),
+            "missing ARGV0 after PROGRAM"
+        );
+        assert_eq!(
+            Options::parse(os(&["--uid", "1", "--", "/bin/ls", "ls"])).unwrap_err(),
+            "--uid and --gid go together (and --groups needs both)"
+        );
+        assert_eq!(
+            Options::parse(os(&["--grace-ms", "soon", "--", "/bin/ls", "ls"])).unwrap_err(),
+            "--grace-ms wants a non-negative integer, not \"soon\""
+        );
+        assert_eq!(
+            Options::parse(os(&["--cwd"])).unwrap_err(),
+            "option --cwd needs a value"
+        );
+    }
+}
