@@ -72,7 +72,10 @@ impl fmt::Display for DecodeError {
         match self {
             DecodeError::Short(what) => write!(f, "payload ends before {what}"),
             DecodeError::LengthOverrun { claimed, left } => {
-                write!(f, "length {claimed} exceeds the {left} bytes left in the frame")
+                write!(
+                    f,
+                    "length {claimed} exceeds the {left} bytes left in the frame"
+                )
             }
             DecodeError::Trailing(n) => write!(f, "{n} unexpected bytes after the last field"),
             DecodeError::NotUtf8 => f.write_str("text field is not valid UTF-8"),

@@ -260,19 +260,31 @@ impl ErrorKind {
 /// Every message of the protocol.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message {
-    Hello { magic: [u8; 4], version: u16 },
+    Hello {
+        magic: [u8; 4],
+        version: u16,
+    },
     Request(Request),
     Decision(Decision),
-    Pending { approval_id: String, message: String },
+    Pending {
+        approval_id: String,
+        message: String,
+    },
     Stdin(Vec<u8>),
     StdinEof,
     Signal(i32),
-    Resize { rows: u16, cols: u16 },
+    Resize {
+        rows: u16,
+        cols: u16,
+    },
     Stdout(Vec<u8>),
     Stderr(Vec<u8>),
     Exit(i32),
     Signaled(i32),
-    Error { kind: ErrorKind, message: String },
+    Error {
+        kind: ErrorKind,
+        message: String,
+    },
 }
 
 impl Message {
@@ -556,11 +568,18 @@ pub enum ProtocolError {
     /// The stream ended inside a frame.
     Truncated,
     UnknownKind(u8),
-    TooLarge { kind: Kind, len: u32, max: u32 },
+    TooLarge {
+        kind: Kind,
+        len: u32,
+        max: u32,
+    },
     Decode(DecodeError),
     BadMagic([u8; 4]),
     UnsupportedVersion(u16),
-    Unexpected { got: Kind, expected: &'static str },
+    Unexpected {
+        got: Kind,
+        expected: &'static str,
+    },
 }
 
 impl fmt::Display for ProtocolError {
@@ -570,7 +589,10 @@ impl fmt::Display for ProtocolError {
             ProtocolError::Truncated => f.write_str("connection closed in the middle of a frame"),
             ProtocolError::UnknownKind(k) => write!(f, "unknown frame kind 0x{k:02x}"),
             ProtocolError::TooLarge { kind, len, max } => {
-                write!(f, "{kind:?} frame of {len} bytes exceeds the limit of {max} bytes")
+                write!(
+                    f,
+                    "{kind:?} frame of {len} bytes exceeds the limit of {max} bytes"
+                )
             }
             ProtocolError::Decode(e) => write!(f, "malformed frame: {e}"),
             ProtocolError::BadMagic(m) => write!(f, "bad hello magic {m:?} (not a Clawrden peer)"),

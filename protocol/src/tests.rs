@@ -70,7 +70,10 @@ fn every_message_roundtrips_byte_exact() {
     roundtrip(Message::Stdin(Vec::new()));
     roundtrip(Message::StdinEof);
     roundtrip(Message::Signal(2));
-    roundtrip(Message::Resize { rows: 50, cols: 200 });
+    roundtrip(Message::Resize {
+        rows: 50,
+        cols: 200,
+    });
     roundtrip(Message::Stdout(vec![7; MAX_IO_PAYLOAD as usize]));
     roundtrip(Message::Stderr(b"err".to_vec()));
     roundtrip(Message::Exit(255));
@@ -121,9 +124,15 @@ fn truncated_stream_is_an_error_not_a_hang() {
     let mut buf = Vec::new();
     Message::Exit(3).encode(&mut buf).unwrap();
     let mut r = &buf[..buf.len() - 1];
-    assert!(matches!(read_message(&mut r), Err(ProtocolError::Truncated)));
+    assert!(matches!(
+        read_message(&mut r),
+        Err(ProtocolError::Truncated)
+    ));
     let mut r = &buf[..2];
-    assert!(matches!(read_message(&mut r), Err(ProtocolError::Truncated)));
+    assert!(matches!(
+        read_message(&mut r),
+        Err(ProtocolError::Truncated)
+    ));
     let mut empty: &[u8] = &[];
     assert!(read_message(&mut empty).unwrap().is_none());
 }

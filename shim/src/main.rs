@@ -1,12 +1,16 @@
 //! clawrden-shim: symlinked over tools inside a prisoner, it forwards every call to the
 //! warden and mirrors the outcome. Invoked as `clawrden-shim`, it offers `run`,
 //! `exec-helper`, `--version` and `--help`.
+//!
+//! `unsafe` is denied everywhere but `sys`.
+#![deny(unsafe_code)]
 
 mod cli;
 mod exec_helper;
 mod request;
 mod session;
 mod stream;
+#[allow(unsafe_code)]
 mod sys;
 
 use std::io::Write;

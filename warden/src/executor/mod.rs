@@ -87,11 +87,18 @@ pub struct ExecIo {
 pub enum Outcome {
     Exited(i32),
     Signaled(i32),
-    TimedOut { after: Duration },
+    TimedOut {
+        after: Duration,
+    },
     /// The shim went away or the warden cancelled; `reason` says which.
-    Cancelled { reason: String },
+    Cancelled {
+        reason: String,
+    },
     /// The command could not be started. `not_found` distinguishes 127 from 126.
-    SpawnFailed { not_found: bool, message: String },
+    SpawnFailed {
+        not_found: bool,
+        message: String,
+    },
 }
 
 /// Boxed future returned by [`Executor::run`].

@@ -1,0 +1,343 @@
+//! Docker harness for the tier-3 tests: locally built test images, hardened images and
+//! throwaway containers, all driven through the `docker` CLI.
+//!
+//! Nothing is pulled from a registry: base images come from `scripts/images/build.sh` and
+//! hardened ones from `scripts/harden-container.sh`. Tests call [`require_docker_or_skip`]
+//! first: without a reachable engine they skip with a printed reason, unless
+//! `CLAWRDEN_REQUIRE_DOCKER=1`, in which case they fail.
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use nix::fcntl::{Flock, FlockArg};
+
+/// Rust target of the static shim that goes into images.
+pub const SHIM_TARGET: &str = "x86_64-unknown-linux-musl";
+
+/// The command that builds the static shim.
+pub const SHIM_BUILD_COMMAND: &str =
+    "cargo build --release -p clawrden-shim --target x86_64-unknown-linux-musl";
+
+/// Where the shim lives inside a hardened image.
+pub const SHIM_IN_IMAGE: &str = "/usr/lib/clawrden/bin/clawrden-shim";
+
+/// Where install-clawrden.sh keeps the originals inside a hardened image.
+pub const ORIGINALS_IN_IMAGE: &str = "/usr/lib/clawrden/originals";
+
+/// Where harden-container.sh leaves the installer (and a copy of the shim) in the image.
+pub const INSTALLER_IN_IMAGE: &str = "/usr/lib/clawrden-install/install-clawrden.sh";
+
+/// Label that marks containers started by this harness (for cleaning up after a crash:
+/// `docker rm -f $(docker ps -aq --filter label=org.clawrden.test)`).
+pub const CONTAINER_LABEL: &str = "org.clawrden.test";
+
+/// The workspace root (the parent of this crate's directory).
+pub fn repo_root() -> PathBuf {
+    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir.parent().unwrap_or(manifest_dir).to_path_buf()
+}
+
+/// The static musl shim built by [`SHIM_BUILD_COMMAND`], or an error that says how to build it.
+pub fn musl_shim() -> Result<PathBuf, String> {
+    let path = repo_root()
+        .join("target")
+        .join(SHIM_TARGET)
+        .join("release")
+        .join("clawrden-shim");
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(format!(
+            "static shim not found at {}; build it first with: {SHIM_BUILD_COMMAND}",
+            path.display()
+        ))
+    }
+}
+
+/// Where rootfs tarballs and the build lock live (`CLAWRDEN_IMAGE_CACHE`, default
+/// `/var/cache/clawrden-test`), the same directory `scripts/images/build.sh` uses.
+pub fn image_cache_dir() -> PathBuf {
+    std::env::var_os("CLAWRDEN_IMAGE_CACHE")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/clawrden-test"))
+}
+
+/// Ok when the `docker` CLI is installed and its engine answers; else why not.
+pub fn docker_available() -> Result<(), String> {
+    let output = Command::new("docker")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run the docker CLI: {e}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        Err(format!(
+            "no Docker engine reachable (`docker version` exited with {}): {}",
+            output.status,
+            stderr.trim()
+        ))
+    }
+}
+
+/// True when `CLAWRDEN_REQUIRE_DOCKER=1`: a missing engine is then a failure, not a skip.
+pub fn docker_required() -> bool {
+    std::env::var("CLAWRDEN_REQUIRE_DOCKER").is_ok_and(|v| v == "1")
+}
+
+/// Whether `test_name` can run: false (after printing `SKIP <test>: <reason>`) when no
+/// Docker engine is reachable. Panics with the reason instead when `CLAWRDEN_REQUIRE_DOCKER=1`.
+pub fn require_docker_or_skip(test_name: &str) -> bool {
+    match docker_available() {
+        Ok(()) => true,
+        Err(reason) if docker_required() => {
+            panic!("{test_name}: CLAWRDEN_REQUIRE_DOCKER=1 but {reason}")
+        }
+        Err(reason) => {
+            eprintln!("SKIP {test_name}: {reason}");
+            false
+        }
+    }
+}
+
+/// Holds the image-build lock (flock on `<cache>/build.lock`) until dropped, so parallel
+/// test processes build each image once.
+struct BuildLock {
+    _lock: Flock<File>,
+}
+
+impl BuildLock {
+    fn acquire() -> Result<Self, String> {
+        let dir = image_cache_dir();
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create the image cache {}: {e}", dir.display()))?;
+        let path = dir.join("build.lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| format!("cannot open the build lock {}: {e}", path.display()))?;
+        let lock = Flock::lock(file, FlockArg::LockExclusive)
+            .map_err(|(_, errno)| format!("cannot lock {}: {errno}", path.display()))?;
+        Ok(BuildLock { _lock: lock })
+    }
+}
+
+fn run_script(mut command: Command, what: &str) -> Result<Output, String> {
+    let output = command
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {what}: {e}"))?;
+    if output.status.success() {
+        Ok(output)
+    } else {
+        Err(format!(
+            "{what} failed ({}):\n--- stdout\n{}--- stderr\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ))
+    }
+}
+
+/// Builds (or finds cached) the base image `clawrden-test/<name>:latest` with
+/// `scripts/images/build.sh`, serialized across processes; returns its tag.
+pub fn ensure_test_image(name: &str) -> Result<String, String> {
+    let _lock = BuildLock::acquire()?;
+    let script = repo_root().join("scripts/images/build.sh");
+    let mut command = Command::new(&script);
+    command
+        .arg(name)
+        .env("CLAWRDEN_IMAGE_CACHE", image_cache_dir())
+        .env("CLAWRDEN_IMAGE_LOCK_HELD", "1");
+    let output = run_script(command, &format!("{} {name}", script.display()))?;
+    eprint!("{}", String::from_utf8_lossy(&output.stdout));
+    Ok(format!("clawrden-test/{name}:latest"))
+}
+
+/// Builds `tag` from `base` with `scripts/harden-container.sh`, intercepting `tools`, with
+/// the static musl shim; returns the tag it printed.
+pub fn harden_image(base: &str, tools: &[&str], tag: &str) -> Result<String, String> {
+    let shim = musl_shim()?;
+    let script = repo_root().join("scripts/harden-container.sh");
+    let mut command = Command::new(&script);
+    command
+        .arg(base)
+        .arg("--tools")
+        .arg(tools.join(" "))
+        .arg("--tag")
+        .arg(tag)
+        .arg("--shim")
+        .arg(&shim);
+    let output = run_script(command, &format!("{} {base}", script.display()))?;
+    let printed = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    if printed == tag {
+        Ok(printed)
+    } else {
+        Err(format!(
+            "harden-container.sh printed {printed:?} instead of the tag {tag:?}"
+        ))
+    }
+}
+
+/// What a command run in a container did.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ExecOutput {
+    /// Exit status as the docker CLI reports it (`None` if the CLI itself died of a signal).
+    pub status: Option<i32>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl ExecOutput {
+    fn from_output(output: Output) -> Self {
+        ExecOutput {
+            status: output.status.code(),
+            stdout: output.stdout,
+            stderr: output.stderr,
+        }
+    }
+
+    /// stdout as (lossy) UTF-8.
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    /// stderr as (lossy) UTF-8.
+    pub fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+
+    /// True when the command exited with status 0.
+    pub fn success(&self) -> bool {
+        self.status == Some(0)
+    }
+}
+
+impl fmt::Debug for ExecOutput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ExecOutput")
+            .field("status", &self.status)
+            .field("stdout", &self.stdout_text())
+            .field("stderr", &self.stderr_text())
+            .finish()
+    }
+}
+
+/// A running container, named uniquely, removed (with `docker rm -f`) when dropped.
+pub struct Container {
+    name: String,
+    image: String,
+}
+
+impl fmt::Debug for Container {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Container")
+            .field("name", &self.name)
+            .field("image", &self.image)
+            .finish()
+    }
+}
+
+fn unique_container_name() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "clawrden-test-{}-{}-{nanos:09}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+impl Container {
+    /// Starts `image` detached with no network, running `sleep` as PID 1 so that commands
+    /// can be exec'd into it. `extra_args` go to `docker run` before the image.
+    pub fn start(image: &str, extra_args: &[&str]) -> Result<Self, String> {
+        let name = unique_container_name();
+        let output = Command::new("docker")
+            .args(["run", "--detach", "--network", "none", "--name", &name])
+            .args(["--label", CONTAINER_LABEL])
+            .args(["--entrypoint", "sleep"])
+            .args(extra_args)
+            .args([image, "86400"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run the docker CLI: {e}"))?;
+        // From here on Drop removes it, even when starting failed half-way.
+        let container = Container {
+            name,
+            image: image.to_string(),
+        };
+        if output.status.success() {
+            Ok(container)
+        } else {
+            Err(format!(
+                "docker run of {image} failed ({}): {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ))
+        }
+    }
+
+    /// The container's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The image it runs.
+    pub fn image(&self) -> &str {
+        &self.image
+    }
+
+    /// Runs `argv` (no shell) as `user` ("root", "agent", "1000:1000", ...).
+    pub fn exec(&self, user: &str, argv: &[&str]) -> Result<ExecOutput, String> {
+        let output = Command::new("docker")
+            .args(["exec", "--user", user, &self.name])
+            .args(argv)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run the docker CLI: {e}"))?;
+        Ok(ExecOutput::from_output(output))
+    }
+
+    /// Runs a `/bin/sh -c` script as `user`; `args` become `$1`, `$2`, ...
+    pub fn sh(&self, user: &str, script: &str, args: &[&str]) -> Result<ExecOutput, String> {
+        let mut argv = vec!["/bin/sh", "-c", script, "sh"];
+        argv.extend_from_slice(args);
+        self.exec(user, &argv)
+    }
+
+    /// Like [`Container::sh`], but a non-zero exit is an error carrying its output.
+    pub fn sh_ok(&self, user: &str, script: &str, args: &[&str]) -> Result<String, String> {
+        let out = self.sh(user, script, args)?;
+        if out.success() {
+            Ok(out.stdout_text())
+        } else {
+            Err(format!(
+                "in {} ({}) as {user}, `sh -c {script:?}` with {args:?} failed: {out:?}",
+                self.name, self.image
+            ))
+        }
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["rm", "--force", "--volumes", &self.name])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}

@@ -1,0 +1,438 @@
+//! The warden's configuration, from flags or a warden.yaml, checked completely (policy
+//! included) before anything binds. Every error names the file, line and column, or the
+//! flag, and says what to do; the binary exits 64 (EX_USAGE) on any of them.
+
+use std::fmt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use clawrden_policy::{Policy, PolicyError};
+use serde::Deserialize;
+
+use crate::cli::{ExecutorName, LogFormat, RunArgs};
+
+/// Exit status for a bad config or policy (EX_USAGE).
+pub const EXIT_USAGE: i32 = 64;
+/// Prisoner name when `--prisoner` is not given.
+pub const DEFAULT_PRISONER: &str = "default";
+/// Longest socket path `sun_path` holds (108 bytes with the NUL).
+pub const MAX_SOCKET_PATH: usize = 107;
+/// Executors implemented by this build.
+pub const AVAILABLE_EXECUTORS: &[ExecutorName] = &[ExecutorName::Local];
+
+/// One prisoner: its name and the socket only it can reach.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrisonerSocket {
+    pub name: String,
+    pub socket: PathBuf,
+}
+
+/// A fully checked configuration.
+#[derive(Debug, Clone)]
+pub struct WardenConfig {
+    pub policy: PathBuf,
+    pub state_dir: PathBuf,
+    pub executors: Vec<ExecutorName>,
+    pub exec_helper: PathBuf,
+    pub log_format: LogFormat,
+    pub stream_only: bool,
+    pub prisoners: Vec<PrisonerSocket>,
+}
+
+/// A config (or policy) that cannot be used.
+#[derive(Debug)]
+pub enum ConfigError {
+    /// A problem at a position in a config file.
+    At {
+        file: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    /// A problem with a whole file (cannot read it).
+    File { file: PathBuf, message: String },
+    /// A problem with a flag.
+    Flag { flag: &'static str, message: String },
+    /// The policy did not load; its Display is `FILE:LINE:COLUMN: message`.
+    Policy(PolicyError),
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::At {
+                file,
+                line,
+                column,
+                message,
+            } => write!(f, "{}:{line}:{column}: {message}", file.display()),
+            ConfigError::File { file, message } => write!(f, "{}: {message}", file.display()),
+            ConfigError::Flag { flag, message } => write!(f, "{flag}: {message}"),
+            ConfigError::Policy(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    policy: PathBuf,
+    state_dir: PathBuf,
+    #[serde(default = "default_executors")]
+    executors: Vec<ExecutorName>,
+    exec_helper: Option<PathBuf>,
+    #[serde(default)]
+    log_format: LogFormat,
+    #[serde(default)]
+    stream_only: bool,
+    prisoners: Vec<FilePrisoner>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilePrisoner {
+    name: String,
+    socket: PathBuf,
+}
+
+fn default_executors() -> Vec<ExecutorName> {
+    vec![ExecutorName::Local]
+}
+
+/// Where each value came from, so an error can point at it.
+enum Origin<'a> {
+    Flags,
+    File { path: &'a Path, src: &'a str },
+}
+
+impl Origin<'_> {
+    /// An error about `key` (a YAML key / flag pair), pointing at `value` when it can be
+    /// found in the file (the `nth` occurrence, 0-based), else at the key.
+    fn error(
+        &self,
+        key: &str,
+        flag: &'static str,
+        value: &str,
+        nth: usize,
+        message: String,
+    ) -> ConfigError {
+        match self {
+            Origin::Flags => ConfigError::Flag { flag, message },
+            Origin::File { path, src } => {
+                let (line, column) = locate(src, key, value, nth).unwrap_or((1, 1));
+                ConfigError::At {
+                    file: path.to_path_buf(),
+                    line,
+                    column,
+                    message,
+                }
+            }
+        }
+    }
+}
+
+/// 1-based line and column of `value` on the `nth` line holding `key:` and `value`, or
+/// of the first `key:` when the value is not found.
+fn locate(src: &str, key: &str, value: &str, nth: usize) -> Option<(usize, usize)> {
+    let pattern = format!("{key}:");
+    let mut seen = 0;
+    let mut key_pos = None;
+    for (i, line) in src.lines().enumerate() {
+        let Some(k) = line.find(&pattern) else {
+            continue;
+        };
+        key_pos.get_or_insert((i + 1, k + 1));
+        if value.is_empty() {
+            continue;
+        }
+        if let Some(v) = line[k + pattern.len()..].find(value) {
+            if seen == nth {
+                return Some((i + 1, k + pattern.len() + v + 1));
+            }
+            seen += 1;
+        }
+    }
+    key_pos
+}
+
+/// What the binary was asked to do, once checked.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: WardenConfig,
+    pub policy: Policy,
+}
+
+/// Builds and checks the configuration from the command line (flags or `--config`), and
+/// loads the policy it names.
+pub fn load(args: &RunArgs) -> Result<Loaded, ConfigError> {
+    let mut config = match &args.config {
+        Some(path) => from_file(path)?,
+        None => from_flags(args)?,
+    };
+    if let Some(f) = args.log_format {
+        config.log_format = f;
+    }
+    let policy = Policy::load(&config.policy).map_err(ConfigError::Policy)?;
+    Ok(Loaded { config, policy })
+}
+
+/// Checks a warden.yaml and the policy it names.
+pub fn check_config_file(path: &Path) -> Result<Loaded, ConfigError> {
+    let config = from_file(path)?;
+    let policy = Policy::load(&config.policy).map_err(ConfigError::Policy)?;
+    Ok(Loaded { config, policy })
+}
+
+/// Checks a policy file alone.
+pub fn check_policy_file(path: &Path) -> Result<Policy, ConfigError> {
+    Policy::load(path).map_err(ConfigError::Policy)
+}
+
+fn default_exec_helper() -> Result<PathBuf, ConfigError> {
+    let exe = std::env::current_exe().map_err(|e| ConfigError::Flag {
+        flag: "--exec-helper",
+        message: format!("cannot find this binary's own path ({e}); pass --exec-helper PATH"),
+    })?;
+    Ok(exe.with_file_name("clawrden-shim"))
+}
+
+fn absolute(p: &Path, base: Option<&Path>) -> PathBuf {
+    if p.is_absolute() {
+        return p.to_owned();
+    }
+    match base {
+        Some(b) => b.join(p),
+        None => std::env::current_dir()
+            .map(|d| d.join(p))
+            .unwrap_or_else(|_| p.to_owned()),
+    }
+}
+
+/// Builds the config from flags.
+pub fn from_flags(args: &RunArgs) -> Result<WardenConfig, ConfigError> {
+    let missing = |flag: &'static str| ConfigError::Flag {
+        flag,
+        message: format!("required (or give --config warden.yaml); see {flag} in --help"),
+    };
+    let policy = absolute(
+        args.policy.as_deref().ok_or_else(|| missing("--policy"))?,
+        None,
+    );
+    let state_dir = absolute(
+        args.state_dir
+            .as_deref()
+            .ok_or_else(|| missing("--state-dir"))?,
+        None,
+    );
+    let socket = absolute(
+        args.socket.as_deref().ok_or_else(|| missing("--socket"))?,
+        None,
+    );
+    let executors = if args.executor.is_empty() {
+        default_executors()
+    } else {
+        args.executor.clone()
+    };
+    let exec_helper = match &args.exec_helper {
+        Some(p) => absolute(p, None),
+        None => default_exec_helper()?,
+    };
+    let config = WardenConfig {
+        policy,
+        state_dir,
+        executors,
+        exec_helper,
+        log_format: args.log_format.unwrap_or_default(),
+        stream_only: args.stream_only,
+        prisoners: vec![PrisonerSocket {
+            name: args
+                .prisoner
+                .clone()
+                .unwrap_or_else(|| DEFAULT_PRISONER.to_owned()),
+            socket,
+        }],
+    };
+    validate(&config, &Origin::Flags)?;
+    Ok(config)
+}
+
+/// Reads and checks a warden.yaml. Relative paths in it are relative to its directory.
+pub fn from_file(path: &Path) -> Result<WardenConfig, ConfigError> {
+    let src = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+        file: path.to_owned(),
+        message: format!("cannot read the warden config: {e}"),
+    })?;
+    parse_file(path, &src)
+}
+
+/// Parses and checks warden.yaml text; `path` names it in errors and anchors relative paths.
+pub fn parse_file(path: &Path, src: &str) -> Result<WardenConfig, ConfigError> {
+    let raw: FileConfig = serde_yaml::from_str(src).map_err(|e| {
+        let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
+        ConfigError::At {
+            file: path.to_owned(),
+            line,
+            column,
+            message: strip_location(&e.to_string()),
+        }
+    })?;
+    let base = path.parent().filter(|p| !p.as_os_str().is_empty());
+    let exec_helper = match raw.exec_helper {
+        Some(p) => absolute(&p, base),
+        None => default_exec_helper()?,
+    };
+    let config = WardenConfig {
+        policy: absolute(&raw.policy, base),
+        state_dir: absolute(&raw.state_dir, base),
+        executors: raw.executors,
+        exec_helper,
+        log_format: raw.log_format,
+        stream_only: raw.stream_only,
+        prisoners: raw
+            .prisoners
+            .into_iter()
+            .map(|p| PrisonerSocket {
+                name: p.name,
+                socket: absolute(&p.socket, base),
+            })
+            .collect(),
+    };
+    validate(&config, &Origin::File { path, src })?;
+    Ok(config)
+}
+
+/// serde_yaml appends " at line L column C"; the position is printed in front instead.
+fn strip_location(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) if msg[i..].contains(" column ") => msg[..i].to_owned(),
+        _ => msg.to_owned(),
+    }
+}
+
+fn valid_prisoner_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+fn validate(c: &WardenConfig, origin: &Origin<'_>) -> Result<(), ConfigError> {
+    if c.prisoners.is_empty() {
+        return Err(origin.error(
+            "prisoners",
+            "--socket",
+            "",
+            0,
+            "no prisoners: add at least one `- name: NAME` / `socket: PATH` entry".to_owned(),
+        ));
+    }
+    for (i, p) in c.prisoners.iter().enumerate() {
+        if !valid_prisoner_name(&p.name) {
+            return Err(origin.error(
+                "name",
+                "--prisoner",
+                &p.name,
+                0,
+                format!(
+                    "invalid prisoner name {:?}: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit",
+                    p.name
+                ),
+            ));
+        }
+        let same_name = c.prisoners[..i].iter().filter(|q| q.name == p.name).count();
+        if same_name > 0 {
+            return Err(origin.error(
+                "name",
+                "--prisoner",
+                &p.name,
+                same_name,
+                format!(
+                    "prisoner {:?} is listed twice; names must be unique",
+                    p.name
+                ),
+            ));
+        }
+        let sock = p.socket.to_string_lossy();
+        let same_socket = c.prisoners[..i]
+            .iter()
+            .filter(|q| q.socket == p.socket)
+            .count();
+        if same_socket > 0 {
+            return Err(origin.error(
+                "socket",
+                "--socket",
+                &sock,
+                same_socket,
+                format!("socket {sock} is used by two prisoners; each needs its own"),
+            ));
+        }
+        if p.socket.as_os_str().len() > MAX_SOCKET_PATH {
+            return Err(origin.error(
+                "socket",
+                "--socket",
+                &sock,
+                same_socket,
+                format!(
+                    "socket path {sock} is {} bytes; a Unix socket path holds at most {MAX_SOCKET_PATH}: choose a shorter one",
+                    p.socket.as_os_str().len()
+                ),
+            ));
+        }
+    }
+    if c.executors.is_empty() {
+        return Err(origin.error(
+            "executors",
+            "--executor",
+            "",
+            0,
+            "no executors: list at least one of local, mirror, ghost".to_owned(),
+        ));
+    }
+    for e in &c.executors {
+        if !AVAILABLE_EXECUTORS.contains(e) {
+            return Err(origin.error(
+                "executors",
+                "--executor",
+                e.as_str(),
+                0,
+                format!(
+                    "executor {} is not available in this build of the warden (available: local); remove it",
+                    e.as_str()
+                ),
+            ));
+        }
+    }
+    if c.executors.contains(&ExecutorName::Local) {
+        let helper = c.exec_helper.to_string_lossy();
+        let problem = match std::fs::metadata(&c.exec_helper) {
+            Err(e) => Some(format!("exec helper {helper}: {e}; install clawrden-shim there or set exec_helper / --exec-helper")),
+            Ok(m) if !m.is_file() => Some(format!("exec helper {helper} is not a regular file")),
+            Ok(m) if m.permissions().mode() & 0o111 == 0 => {
+                Some(format!("exec helper {helper} is not executable; chmod +x it"))
+            }
+            Ok(_) => None,
+        };
+        if let Some(message) = problem {
+            return Err(origin.error("exec_helper", "--exec-helper", &helper, 0, message));
+        }
+    }
+    if let Ok(m) = std::fs::metadata(&c.state_dir) {
+        if !m.is_dir() {
+            let d = c.state_dir.to_string_lossy();
+            return Err(origin.error(
+                "state_dir",
+                "--state-dir",
+                &d,
+                0,
+                format!("state dir {d} exists and is not a directory"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

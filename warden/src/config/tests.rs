@@ -1,0 +1,188 @@
+use super::*;
+
+const FILE: &str = "/etc/clawrden/warden.yaml";
+
+fn parse(src: &str) -> Result<WardenConfig, ConfigError> {
+    parse_file(Path::new(FILE), src)
+}
+
+fn err(src: &str) -> String {
+    parse(src).unwrap_err().to_string()
+}
+
+const GOOD: &str = "\
+policy: policy.yaml
+state_dir: /var/lib/clawrden
+executors: [local]
+exec_helper: /bin/sh
+log_format: json
+stream_only: true
+prisoners:
+  - name: agent-1
+    socket: /run/clawrden/agent-1/warden.sock
+  - name: agent-2
+    socket: /run/clawrden/agent-2/warden.sock
+";
+
+#[test]
+fn good_file_parses_with_relative_paths_under_its_directory() {
+    let c = parse(GOOD).unwrap();
+    assert_eq!(c.policy, PathBuf::from("/etc/clawrden/policy.yaml"));
+    assert_eq!(c.state_dir, PathBuf::from("/var/lib/clawrden"));
+    assert_eq!(c.executors, [ExecutorName::Local]);
+    assert_eq!(c.exec_helper, PathBuf::from("/bin/sh"));
+    assert_eq!(c.log_format, LogFormat::Json);
+    assert!(c.stream_only);
+    assert_eq!(
+        c.prisoners,
+        [
+            PrisonerSocket {
+                name: "agent-1".into(),
+                socket: "/run/clawrden/agent-1/warden.sock".into()
+            },
+            PrisonerSocket {
+                name: "agent-2".into(),
+                socket: "/run/clawrden/agent-2/warden.sock".into()
+            }
+        ]
+    );
+}
+
+#[test]
+fn unknown_key_names_file_line_and_column() {
+    let e = err("policy: /p\nstate_dir: /s\nexec_helper: /bin/sh\n  \nsockets: x\nprisoners: []\n");
+    assert!(
+        e.starts_with("/etc/clawrden/warden.yaml:5:1: unknown field `sockets`"),
+        "{e}"
+    );
+    assert!(!e.contains(" at line "), "{e}");
+}
+
+#[test]
+fn unknown_executor_value_points_at_it() {
+    let e = err("policy: /p\nstate_dir: /s\nexecutors: [local, warp]\nprisoners: []\n");
+    assert!(e.starts_with("/etc/clawrden/warden.yaml:3:"), "{e}");
+    assert!(e.contains("unknown variant `warp`"), "{e}");
+}
+
+#[test]
+fn missing_required_key_is_an_error() {
+    let e = err("state_dir: /s\nprisoners: []\n");
+    assert!(e.contains("missing field `policy`"), "{e}");
+}
+
+#[test]
+fn duplicate_prisoner_points_at_the_second_name() {
+    let e = err("\
+policy: /p
+state_dir: /s
+exec_helper: /bin/sh
+prisoners:
+  - name: a
+    socket: /run/a.sock
+  - name: a
+    socket: /run/b.sock
+");
+    assert_eq!(
+        e,
+        "/etc/clawrden/warden.yaml:7:11: prisoner \"a\" is listed twice; names must be unique"
+    );
+}
+
+#[test]
+fn shared_socket_points_at_the_second_use() {
+    let e = err("\
+policy: /p
+state_dir: /s
+exec_helper: /bin/sh
+prisoners:
+  - name: a
+    socket: /run/x.sock
+  - name: b
+    socket: /run/x.sock
+");
+    assert_eq!(
+        e,
+        "/etc/clawrden/warden.yaml:8:13: socket /run/x.sock is used by two prisoners; each needs its own"
+    );
+}
+
+#[test]
+fn bad_prisoner_name_is_rejected() {
+    let e = err("policy: /p\nstate_dir: /s\nexec_helper: /bin/sh\nprisoners:\n  - name: ../x\n    socket: /s.sock\n");
+    assert!(
+        e.starts_with("/etc/clawrden/warden.yaml:5:11: invalid prisoner name \"../x\""),
+        "{e}"
+    );
+}
+
+#[test]
+fn empty_prisoners_is_rejected() {
+    let e = err("policy: /p\nstate_dir: /s\nexec_helper: /bin/sh\nprisoners: []\n");
+    assert!(
+        e.starts_with("/etc/clawrden/warden.yaml:4:1: no prisoners"),
+        "{e}"
+    );
+}
+
+#[test]
+fn executor_not_in_this_build_is_rejected_at_its_position() {
+    let e = err("policy: /p\nstate_dir: /s\nexec_helper: /bin/sh\nexecutors: [local, ghost]\nprisoners:\n  - {name: a, socket: /a.sock}\n");
+    assert_eq!(
+        e,
+        "/etc/clawrden/warden.yaml:4:20: executor ghost is not available in this build of the warden (available: local); remove it"
+    );
+}
+
+#[test]
+fn missing_exec_helper_is_rejected_when_local_runs() {
+    let e = err("policy: /p\nstate_dir: /s\nexec_helper: /nonexistent/clawrden-shim\nprisoners:\n  - {name: a, socket: /a.sock}\n");
+    assert!(
+        e.starts_with(
+            "/etc/clawrden/warden.yaml:3:14: exec helper /nonexistent/clawrden-shim: No such file"
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn too_long_socket_path_is_rejected() {
+    let long = format!("/run/{}/w.sock", "d".repeat(120));
+    let e = err(&format!(
+        "policy: /p\nstate_dir: /s\nexec_helper: /bin/sh\nprisoners:\n  - name: a\n    socket: {long}\n"
+    ));
+    assert!(
+        e.starts_with("/etc/clawrden/warden.yaml:6:13: socket path"),
+        "{e}"
+    );
+    assert!(e.contains("at most 107"), "{e}");
+}
+
+#[test]
+fn flag_form_names_the_missing_flag() {
+    let args = RunArgs {
+        policy: Some("/p".into()),
+        state_dir: Some("/s".into()),
+        exec_helper: Some("/bin/sh".into()),
+        ..RunArgs::default()
+    };
+    assert_eq!(
+        from_flags(&args).unwrap_err().to_string(),
+        "--socket: required (or give --config warden.yaml); see --socket in --help"
+    );
+}
+
+#[test]
+fn flag_form_defaults_prisoner_and_executor() {
+    let args = RunArgs {
+        policy: Some("/p".into()),
+        state_dir: Some("/s".into()),
+        socket: Some("/run/clawrden/warden.sock".into()),
+        exec_helper: Some("/bin/sh".into()),
+        ..RunArgs::default()
+    };
+    let c = from_flags(&args).unwrap();
+    assert_eq!(c.prisoners[0].name, "default");
+    assert_eq!(c.executors, [ExecutorName::Local]);
+    assert_eq!(c.log_format, LogFormat::Pretty);
+}

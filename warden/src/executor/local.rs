@@ -1,0 +1,570 @@
+//! The `local` executor: runs the command on the warden's own host under
+//! `clawrden-shim exec-helper`, which makes the whole process tree killable (subreaper,
+//! new session) and mirrors the command's exit status.
+//!
+//! I/O modes: the shim's own fds (passed with SCM_RIGHTS; nothing streams), a pty (the
+//! request has a terminal), or pipes. Timeout, cancellation and the shim disconnecting all
+//! end the same way: SIGUSR1 to the helper, which kills the tree (SIGTERM, grace,
+//! SIGKILL); if the helper itself has not exited after grace + 3 s, the warden SIGKILLs
+//! the helper's descendants, its process group and the helper.
+//!
+//! The helper's parent-death signal is tied to the thread that spawned it, so `run` must
+//! be polled on a runtime worker thread (or a current-thread runtime), never from a
+//! `spawn_blocking` thread that may exit while the command runs.
+
+mod plumbing;
+mod procfs;
+mod resolve;
+
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::pty::PtyMaster;
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::unistd::Pid;
+use tokio::io::unix::AsyncFd;
+use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
+use tokio::sync::{mpsc, watch};
+use tokio::task::{JoinHandle, JoinSet};
+
+use self::plumbing::StdinOp;
+use self::resolve::ShimIdentity;
+use super::{ExecIo, ExecRequest, Executor, Outcome, RunFuture, Started, StreamIn, StreamOut};
+
+/// Extra time the exec-helper gets, beyond the grace period, to finish killing the tree.
+const HELPER_KILL_SLACK: Duration = Duration::from_secs(3);
+/// How long output may still drain after the tree was killed.
+const DRAIN_AFTER_KILL: Duration = Duration::from_secs(1);
+/// Stdin chunks queued for the writer before the executor stops taking more input.
+const STDIN_QUEUE: usize = 8;
+/// Signals the shim may forward to the command.
+const FORWARDED_SIGNALS: [Signal; 5] = [
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGWINCH,
+];
+/// Search path used when the warden itself has no PATH.
+const FALLBACK_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// `Cancelled.reason` when the shim went away.
+pub const REASON_SHIM_DISCONNECTED: &str = "the shim disconnected";
+/// `Cancelled.reason` when the warden cancelled (lockdown, kill switch, shutdown).
+pub const REASON_CANCELLED_BY_WARDEN: &str = "cancelled by the warden";
+
+/// The exec-helper binary cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalExecutorError {
+    #[error(
+        "cannot use exec-helper {}: {source}; install clawrden-shim there or pass --exec-helper PATH",
+        path.display()
+    )]
+    HelperUnreadable { path: PathBuf, source: io::Error },
+    #[error(
+        "exec-helper {} is not an executable file; point --exec-helper at the clawrden-shim binary",
+        path.display()
+    )]
+    HelperNotExecutable { path: PathBuf },
+}
+
+/// Runs commands on the warden's host.
+#[derive(Debug)]
+pub struct LocalExecutor {
+    exec_helper: PathBuf,
+    shim: ShimIdentity,
+    search_path: OsString,
+}
+
+impl LocalExecutor {
+    /// `exec_helper` is the clawrden-shim binary; `search_path` (default: the warden's own
+    /// `PATH`) is where commands are looked up.
+    pub fn new(
+        exec_helper: PathBuf,
+        search_path: Option<OsString>,
+    ) -> Result<LocalExecutor, LocalExecutorError> {
+        let meta = std::fs::metadata(&exec_helper).map_err(|source| {
+            LocalExecutorError::HelperUnreadable {
+                path: exec_helper.clone(),
+                source,
+            }
+        })?;
+        if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+            return Err(LocalExecutorError::HelperNotExecutable { path: exec_helper });
+        }
+        let shim = ShimIdentity::of(&exec_helper).map_err(|source| {
+            LocalExecutorError::HelperUnreadable {
+                path: exec_helper.clone(),
+                source,
+            }
+        })?;
+        let search_path = search_path
+            .or_else(|| std::env::var_os("PATH"))
+            .unwrap_or_else(|| FALLBACK_PATH.into());
+        Ok(LocalExecutor {
+            exec_helper,
+            shim,
+            search_path,
+        })
+    }
+
+    /// Where `argv0` resolves to: its basename in the search path, never the shim.
+    pub fn resolve(&self, argv0: &[u8]) -> Option<PathBuf> {
+        resolve::resolve(resolve::basename(argv0), &self.search_path, self.shim)
+    }
+
+    async fn run_request(&self, mut req: ExecRequest, io: ExecIo) -> Outcome {
+        let ExecIo {
+            input,
+            output,
+            started,
+            mut cancel,
+        } = io;
+        if *cancel.borrow_and_update() {
+            return cancelled(REASON_CANCELLED_BY_WARDEN);
+        }
+        let program = match self.check(&req) {
+            Ok(p) => p,
+            Err(outcome) => return outcome,
+        };
+        let (mut child, wiring) = match self.spawn(&mut req, &program) {
+            Ok(spawned) => spawned,
+            Err(e) => {
+                return Outcome::SpawnFailed {
+                    not_found: false,
+                    message: format!(
+                        "cannot start the exec-helper {}: {e}",
+                        self.exec_helper.display()
+                    ),
+                }
+            }
+        };
+        let Some(pid) = child.id() else {
+            // Unreachable: a freshly spawned child has not been waited for.
+            let _ = child.wait().await;
+            return Outcome::SpawnFailed {
+                not_found: false,
+                message: "the exec-helper vanished right after it was started".into(),
+            };
+        };
+        let _ = started.send(Started {
+            pid,
+            program: program.as_os_str().as_bytes().to_vec(),
+        });
+        let helper = Helper {
+            child: Some(child),
+            pid,
+            grace: req.grace,
+            exited: None,
+        };
+        let plumbing = Plumbing::start(wiring, output);
+        supervise(helper, plumbing, input, &mut cancel, req.timeout).await
+    }
+
+    /// Validates the request and resolves the program, or says why it cannot run.
+    fn check(&self, req: &ExecRequest) -> Result<PathBuf, Outcome> {
+        let spawn_failed = |message: String| Outcome::SpawnFailed {
+            not_found: false,
+            message,
+        };
+        let Some(argv0) = req.argv.first() else {
+            return Err(spawn_failed("the command line is empty".into()));
+        };
+        if req.argv.iter().any(|a| a.contains(&0)) {
+            return Err(spawn_failed("an argument contains a NUL byte".into()));
+        }
+        if let Some((name, _)) = req
+            .env
+            .iter()
+            .find(|(k, v)| k.is_empty() || k.contains(&b'=') || k.contains(&0) || v.contains(&0))
+        {
+            return Err(spawn_failed(format!(
+                "invalid environment variable {:?}",
+                String::from_utf8_lossy(name)
+            )));
+        }
+        let program = self.resolve(argv0).ok_or_else(|| Outcome::SpawnFailed {
+            not_found: true,
+            message: format!(
+                "command not found: {} (searched the warden's PATH)",
+                String::from_utf8_lossy(resolve::basename(argv0))
+            ),
+        })?;
+        let cwd = Path::new(OsStr::from_bytes(&req.cwd));
+        let shown = String::from_utf8_lossy(&req.cwd);
+        if req.cwd.contains(&0) || !cwd.is_absolute() {
+            return Err(spawn_failed(format!(
+                "working directory {shown:?} is not an absolute path"
+            )));
+        }
+        match std::fs::metadata(cwd) {
+            Ok(meta) if meta.is_dir() => Ok(program),
+            Ok(_) => Err(spawn_failed(format!(
+                "working directory {shown} is not a directory on the warden's host"
+            ))),
+            Err(e) => Err(spawn_failed(format!(
+                "working directory {shown} is not usable on the warden's host: {e}"
+            ))),
+        }
+    }
+
+    /// Starts the exec-helper with the command's stdio wired for the request's mode.
+    fn spawn(&self, req: &mut ExecRequest, program: &Path) -> io::Result<(Child, Wiring)> {
+        let cwd = OsStr::from_bytes(&req.cwd);
+        let mut cmd = Command::new(&self.exec_helper);
+        cmd.arg("exec-helper");
+        if req.tty.is_some() && req.fds.is_none() {
+            cmd.arg("--tty");
+        }
+        cmd.arg("--grace-ms")
+            .arg(req.grace.as_millis().to_string())
+            .arg("--cwd")
+            .arg(cwd)
+            .arg("--")
+            .arg(program)
+            .args(req.argv.iter().map(|a| OsStr::from_bytes(a)))
+            .env_clear()
+            .envs(
+                req.env
+                    .iter()
+                    .map(|(k, v)| (OsStr::from_bytes(k), OsStr::from_bytes(v))),
+            )
+            .current_dir(cwd)
+            // Its own process group, so the last-resort kill can take the group.
+            .process_group(0)
+            // Last resort only: normally the helper is waited for (see `Helper`'s Drop).
+            .kill_on_drop(true);
+        let wiring = if let Some([stdin, stdout, stderr]) = req.fds.take() {
+            cmd.stdin(Stdio::from(stdin))
+                .stdout(Stdio::from(stdout))
+                .stderr(Stdio::from(stderr));
+            Wiring::Fds
+        } else if let Some(tty) = &req.tty {
+            let pty = plumbing::open_pty(tty.rows, tty.cols)?;
+            cmd.stdin(Stdio::from(pty.slave.try_clone()?))
+                .stdout(Stdio::from(pty.slave.try_clone()?))
+                .stderr(Stdio::from(pty.slave));
+            Wiring::Tty(pty.master)
+        } else {
+            cmd.stdin(if req.stdin_open {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+            Wiring::PipesInChild
+        };
+        let mut child = cmd.spawn()?;
+        // Dropping the command closes the warden's copies of the slave / passed fds, so
+        // EOF and hangup reach their readers when the command's tree is done.
+        drop(cmd);
+        let wiring = match wiring {
+            Wiring::PipesInChild => {
+                let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take())
+                else {
+                    return Err(io::Error::other("the output pipes were not created"));
+                };
+                Wiring::Pipes {
+                    stdin: child.stdin.take(),
+                    stdout,
+                    stderr,
+                }
+            }
+            other => other,
+        };
+        Ok((child, wiring))
+    }
+}
+
+impl Executor for LocalExecutor {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    fn run(&self, req: ExecRequest, io: ExecIo) -> RunFuture<'_> {
+        Box::pin(self.run_request(req, io))
+    }
+}
+
+fn cancelled(reason: &str) -> Outcome {
+    Outcome::Cancelled {
+        reason: reason.into(),
+    }
+}
+
+/// How the command's stdio is connected.
+enum Wiring {
+    /// The shim's own fds: nothing to stream.
+    Fds,
+    /// A pty; the warden holds the master.
+    Tty(Arc<AsyncFd<PtyMaster>>),
+    /// Pipes, not yet taken out of the spawned `Child`.
+    PipesInChild,
+    /// Pipes; no stdin pipe when the request's stdin is closed (/dev/null).
+    Pipes {
+        stdin: Option<ChildStdin>,
+        stdout: ChildStdout,
+        stderr: ChildStderr,
+    },
+}
+
+/// The running exec-helper. If it is dropped before it was waited for (the `run` future
+/// was dropped), a background task still kills the tree properly and reaps the helper.
+struct Helper {
+    child: Option<Child>,
+    pid: u32,
+    grace: Duration,
+    exited: Option<ExitStatus>,
+}
+
+impl Helper {
+    fn child(&mut self) -> &mut Child {
+        self.child
+            .as_mut()
+            .expect("the child is only taken on drop")
+    }
+
+    /// Forwards a signal, only while the helper has not been reaped (its pid is ours).
+    fn signal(&self, signal: Signal) {
+        if self.exited.is_none() {
+            let _ = kill(Pid::from_raw(self.pid as i32), signal);
+        }
+    }
+
+    /// Kills the tree through the helper, falling back to killing it ourselves.
+    async fn kill_tree(&mut self) {
+        if self.exited.is_some() {
+            return;
+        }
+        let Some(child) = self.child.as_mut() else {
+            return;
+        };
+        self.exited = kill_through_helper(child, self.pid, self.grace).await;
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        if self.exited.is_some() {
+            return;
+        }
+        let (pid, grace) = (self.pid, self.grace);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                kill_through_helper(&mut child, pid, grace).await;
+            });
+        }
+        // Without a runtime the child drops here and kill_on_drop SIGKILLs the helper.
+    }
+}
+
+/// SIGUSR1 to the helper (it kills the tree: SIGTERM, grace, SIGKILL rounds), then waits.
+/// If the helper has not exited after grace + 3 s, SIGKILLs its descendants, its process
+/// group and the helper itself.
+async fn kill_through_helper(child: &mut Child, pid: u32, grace: Duration) -> Option<ExitStatus> {
+    let helper = Pid::from_raw(pid as i32);
+    let _ = kill(helper, Signal::SIGUSR1);
+    if let Ok(status) = tokio::time::timeout(grace + HELPER_KILL_SLACK, child.wait()).await {
+        return status.ok();
+    }
+    tracing::warn!(
+        pid,
+        "the exec-helper did not finish killing the process tree; killing the tree directly"
+    );
+    for descendant in procfs::descendants(pid as i32) {
+        let _ = kill(Pid::from_raw(descendant), Signal::SIGKILL);
+    }
+    let _ = killpg(helper, Signal::SIGKILL);
+    let _ = child.start_kill();
+    child.wait().await.ok()
+}
+
+/// The I/O tasks of one command.
+struct Plumbing {
+    readers: JoinSet<()>,
+    stdin: Option<(mpsc::Sender<StdinOp>, JoinHandle<()>)>,
+    master: Option<Arc<AsyncFd<PtyMaster>>>,
+    /// The output sender when no pump owns it.
+    _idle_output: Option<mpsc::Sender<StreamOut>>,
+}
+
+impl Plumbing {
+    /// Starts the output pumps and the stdin writer. Called after `Started` was sent, so
+    /// no output can precede it.
+    fn start(wiring: Wiring, output: mpsc::Sender<StreamOut>) -> Plumbing {
+        let mut readers = JoinSet::new();
+        match wiring {
+            // Nothing streams; the output channel stays open until the run ends.
+            Wiring::Fds | Wiring::PipesInChild => Plumbing {
+                readers,
+                stdin: None,
+                master: None,
+                _idle_output: Some(output),
+            },
+            Wiring::Tty(master) => {
+                readers.spawn(plumbing::pump_pty(master.clone(), output));
+                let (tx, rx) = mpsc::channel(STDIN_QUEUE);
+                let writer = tokio::spawn(plumbing::write_pty(master.clone(), rx));
+                Plumbing {
+                    readers,
+                    stdin: Some((tx, writer)),
+                    master: Some(master),
+                    _idle_output: None,
+                }
+            }
+            Wiring::Pipes {
+                stdin,
+                stdout,
+                stderr,
+            } => {
+                readers.spawn(plumbing::pump_pipe(
+                    stdout,
+                    output.clone(),
+                    StreamOut::Stdout,
+                ));
+                readers.spawn(plumbing::pump_pipe(stderr, output, StreamOut::Stderr));
+                let stdin = stdin.map(|pipe| {
+                    let (tx, rx) = mpsc::channel(STDIN_QUEUE);
+                    (tx, tokio::spawn(plumbing::write_pipe(pipe, rx)))
+                });
+                Plumbing {
+                    readers,
+                    stdin,
+                    master: None,
+                    _idle_output: None,
+                }
+            }
+        }
+    }
+
+    fn stop_stdin(&mut self) {
+        if let Some((_, writer)) = self.stdin.take() {
+            writer.abort();
+        }
+    }
+
+    /// Lets the output pumps finish for at most `limit`, then stops them.
+    async fn drain(&mut self, limit: Duration) {
+        let readers = &mut self.readers;
+        let _ = tokio::time::timeout(limit, async {
+            while readers.join_next().await.is_some() {}
+        })
+        .await;
+        self.readers.abort_all();
+        self.stop_stdin();
+    }
+}
+
+/// Why supervision stopped before the command finished on its own.
+enum Stop {
+    TimedOut,
+    Cancelled(String),
+}
+
+/// Waits until the command ends (and its output is complete), forwarding input and
+/// signals, or until the timeout / cancellation / disconnect kills the tree.
+async fn supervise(
+    mut helper: Helper,
+    mut plumbing: Plumbing,
+    mut input: mpsc::Receiver<StreamIn>,
+    cancel: &mut watch::Receiver<bool>,
+    timeout: Duration,
+) -> Outcome {
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
+    let mut outputs_done = plumbing.readers.is_empty();
+    let mut pending: Option<StdinOp> = None;
+    let stop = loop {
+        if let (Some(status), true) = (helper.exited, outputs_done) {
+            plumbing.stop_stdin();
+            return outcome_of(status);
+        }
+        tokio::select! {
+            biased;
+            () = &mut deadline => break Stop::TimedOut,
+            () = cancelled_by_warden(cancel) => {
+                break Stop::Cancelled(REASON_CANCELLED_BY_WARDEN.into());
+            }
+            status = helper.child().wait(), if helper.exited.is_none() => match status {
+                Ok(status) => helper.exited = Some(status),
+                Err(e) => break Stop::Cancelled(format!("lost track of the command: {e}")),
+            },
+            joined = plumbing.readers.join_next(), if !outputs_done => {
+                outputs_done = joined.is_none();
+            }
+            permit = reserve_stdin(&plumbing.stdin), if pending.is_some() => {
+                if let (Some(permit), Some(op)) = (permit, pending.take()) {
+                    permit.send(op);
+                }
+            }
+            message = input.recv(), if pending.is_none() => match message {
+                None => break Stop::Cancelled(REASON_SHIM_DISCONNECTED.into()),
+                Some(StreamIn::Stdin(data)) if plumbing.stdin.is_some() => {
+                    pending = Some(StdinOp::Data(data));
+                }
+                Some(StreamIn::StdinEof) if plumbing.stdin.is_some() => pending = Some(StdinOp::Eof),
+                Some(StreamIn::Stdin(_) | StreamIn::StdinEof) => {}
+                Some(StreamIn::Signal(n)) => {
+                    if let Some(signal) = FORWARDED_SIGNALS.into_iter().find(|s| *s as i32 == n) {
+                        helper.signal(signal);
+                    }
+                }
+                Some(StreamIn::Resize { rows, cols }) => {
+                    if let Some(master) = &plumbing.master {
+                        if let Err(e) = crate::sys::set_window_size(master.get_ref().as_fd(), rows, cols) {
+                            tracing::debug!(error = %e, "resizing the terminal failed");
+                        }
+                    }
+                }
+            },
+        }
+    };
+    if let Some(status) = helper.exited {
+        // The command had already finished; only the wait for its output was cut short.
+        plumbing.drain(Duration::ZERO).await;
+        return outcome_of(status);
+    }
+    helper.kill_tree().await;
+    plumbing.drain(DRAIN_AFTER_KILL).await;
+    match stop {
+        Stop::TimedOut => Outcome::TimedOut { after: timeout },
+        Stop::Cancelled(reason) => Outcome::Cancelled { reason },
+    }
+}
+
+/// Waits until the stdin writer can take one more operation.
+async fn reserve_stdin(
+    stdin: &Option<(mpsc::Sender<StdinOp>, JoinHandle<()>)>,
+) -> Option<mpsc::Permit<'_, StdinOp>> {
+    match stdin {
+        Some((tx, _)) => tx.reserve().await.ok(),
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves once the warden's cancel flag is true; never if the flag's sender is gone.
+async fn cancelled_by_warden(cancel: &mut watch::Receiver<bool>) {
+    if cancel.wait_for(|c| *c).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+fn outcome_of(status: ExitStatus) -> Outcome {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => Outcome::Exited(code),
+        (None, Some(signal)) => Outcome::Signaled(signal),
+        (None, None) => Outcome::Exited(status.into_raw()),
+    }
+}

@@ -1,0 +1,259 @@
+//! The daemon: binds every prisoner socket, serves sessions, reloads the policy, and
+//! shuts down cleanly (stop accepting, cancel running commands, flush the audit, remove
+//! the sockets).
+
+use std::future::Future;
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clawrden_policy::Policy;
+use tokio::sync::{mpsc, watch};
+
+use crate::audit::{Audit, Event, DEFAULT_MAX_SIZE};
+use crate::clock::{Clock, SystemClock};
+use crate::config::{PrisonerSocket, WardenConfig};
+use crate::exec_registry::ExecutorRegistry;
+use crate::ids::IdGenerator;
+use crate::listener::{self, BindError, PrisonerListener};
+use crate::logging::LogLimiter;
+use crate::policy_store::{self, PolicyStore};
+use crate::session::{SessionLimits, SessionShared};
+
+/// Protocol-error warnings let through per prisoner socket per minute.
+const PROTOCOL_WARNINGS_PER_MINUTE: u32 = 10;
+/// How long shutdown waits for sessions to end (their commands' trees being killed).
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(15);
+
+/// A warden, configured and ready to bind.
+pub struct Warden {
+    prisoners: Vec<PrisonerSocket>,
+    policy: Arc<PolicyStore>,
+    audit: Audit,
+    executors: ExecutorRegistry,
+    ids: Arc<IdGenerator>,
+    clock: Arc<dyn Clock>,
+    limits: SessionLimits,
+    stream_only: bool,
+}
+
+impl std::fmt::Debug for Warden {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Warden")
+            .field("prisoners", &self.prisoners)
+            .field("executors", &self.executors)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Warden {
+    /// A warden for a checked config, its loaded policy and the enabled executors.
+    pub fn new(
+        config: &WardenConfig,
+        policy: Policy,
+        executors: ExecutorRegistry,
+    ) -> io::Result<Warden> {
+        Warden::with_clock(config, policy, executors, Arc::new(SystemClock))
+    }
+
+    /// Like [`Warden::new`] with an explicit clock (for audit timestamps and ids).
+    pub fn with_clock(
+        config: &WardenConfig,
+        policy: Policy,
+        executors: ExecutorRegistry,
+        clock: Arc<dyn Clock>,
+    ) -> io::Result<Warden> {
+        let audit = Audit::new(
+            config.state_dir.join("audit"),
+            DEFAULT_MAX_SIZE,
+            clock.clone(),
+        );
+        let policy = Arc::new(PolicyStore::new(
+            config.policy.clone(),
+            policy,
+            Some(audit.clone()),
+        ));
+        Ok(Warden {
+            prisoners: config.prisoners.clone(),
+            policy,
+            audit,
+            executors,
+            ids: Arc::new(IdGenerator::new()?),
+            clock,
+            limits: SessionLimits::default(),
+            stream_only: config.stream_only,
+        })
+    }
+
+    /// Overrides the session time limits.
+    pub fn set_limits(&mut self, limits: SessionLimits) {
+        self.limits = limits;
+    }
+
+    /// The policy store (status, reloads).
+    pub fn policy_store(&self) -> Arc<PolicyStore> {
+        self.policy.clone()
+    }
+
+    /// The audit writer.
+    pub fn audit(&self) -> Audit {
+        self.audit.clone()
+    }
+
+    /// Binds every prisoner socket. On failure, the sockets already bound are removed.
+    pub fn bind(self) -> Result<BoundWarden, BindError> {
+        let mut listeners: Vec<PrisonerListener> = Vec::new();
+        for p in &self.prisoners {
+            match listener::bind(&p.name, &p.socket) {
+                Ok(l) => listeners.push(l),
+                Err(e) => {
+                    for l in &listeners {
+                        listener::remove_socket(&l.path, l.identity());
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        // Watching starts before serving, so no change after bind() is missed.
+        let file_watcher = match policy_store::spawn_file_watcher(self.policy.clone()) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::error!(error = %e, policy = %self.policy.path().display(), "cannot watch the policy file; reload it with SIGHUP");
+                None
+            }
+        };
+        Ok(BoundWarden {
+            warden: self,
+            listeners,
+            file_watcher,
+        })
+    }
+}
+
+/// A warden whose sockets exist; [`BoundWarden::serve`] runs it.
+#[derive(Debug)]
+pub struct BoundWarden {
+    warden: Warden,
+    listeners: Vec<PrisonerListener>,
+    file_watcher: Option<policy_store::FileWatcher>,
+}
+
+impl BoundWarden {
+    /// Serves until `shutdown` resolves, then stops accepting, cancels running commands,
+    /// waits for sessions to end, flushes the audit and removes the socket files.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) {
+        let BoundWarden {
+            warden,
+            listeners,
+            file_watcher,
+        } = self;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
+
+        if let Err(e) = warden.audit.open_now() {
+            tracing::error!(error = %e, "audit log unavailable; every call will be denied until it can be written");
+        }
+        let started = Event::control()
+            .with("control", "start")
+            .with("policy_sha256", warden.policy.current().sha256())
+            .with(
+                "prisoners",
+                warden
+                    .prisoners
+                    .iter()
+                    .map(|p| p.name.clone())
+                    .collect::<Vec<_>>(),
+            )
+            .with("executors", warden.executors.names());
+        if let Err(e) = warden.audit.record(&started) {
+            tracing::error!(error = %e, "cannot write audit event");
+        }
+
+        let mut background = Vec::new();
+        match policy_store::spawn_sighup_handler(warden.policy.clone(), stop_rx.clone()) {
+            Ok(h) => background.push(h),
+            Err(e) => tracing::error!(error = %e, "cannot handle SIGHUP"),
+        }
+
+        let mut serving = Vec::new();
+        for l in listeners {
+            tracing::info!(prisoner = %l.prisoner, socket = %l.path.display(), "listening");
+            let shared = Arc::new(SessionShared {
+                prisoner: l.prisoner.clone(),
+                policy: warden.policy.clone(),
+                audit: warden.audit.clone(),
+                executors: warden.executors.clone(),
+                ids: warden.ids.clone(),
+                clock: warden.clock.clone(),
+                limits: warden.limits,
+                stream_only: warden.stream_only,
+                protocol_log: Arc::new(LogLimiter::new(
+                    PROTOCOL_WARNINGS_PER_MINUTE,
+                    Duration::from_secs(60),
+                )),
+                shutdown: stop_rx.clone(),
+            });
+            serving.push(tokio::spawn(l.serve(
+                shared,
+                stop_rx.clone(),
+                alive_tx.clone(),
+            )));
+        }
+        drop(alive_tx);
+
+        shutdown.await;
+        tracing::info!("shutting down: no new calls; cancelling running commands");
+        let _ = stop_tx.send(true);
+        let mut sockets: Vec<(PathBuf, (u64, u64))> = Vec::new();
+        for s in serving {
+            match s.await {
+                Ok(sock) => sockets.push(sock),
+                Err(e) => tracing::error!(error = %e, "listener task failed"),
+            }
+        }
+        // Every session holds a clone of `alive_tx`; recv() returns None when all ended.
+        if tokio::time::timeout(SHUTDOWN_WAIT, alive_rx.recv())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                waited_s = SHUTDOWN_WAIT.as_secs(),
+                "some sessions did not end in time; exiting anyway"
+            );
+        }
+        for h in background {
+            let _ = h.await;
+        }
+        if let Some(w) = file_watcher {
+            let _ = tokio::task::spawn_blocking(move || w.stop()).await;
+        }
+        if let Err(e) = warden
+            .audit
+            .record(&Event::control().with("control", "stop"))
+        {
+            tracing::error!(error = %e, "cannot write audit event");
+        }
+        if let Err(e) = warden.audit.sync() {
+            tracing::error!(error = %e, "cannot flush the audit log");
+        }
+        for (path, identity) in sockets {
+            listener::remove_socket(&path, identity);
+        }
+        tracing::info!("stopped");
+    }
+}
+
+/// Resolves on the first SIGTERM or SIGINT. Installs the handlers now, so a signal
+/// arriving before the future is polled is not lost.
+pub fn termination_signal() -> io::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!(signal = "SIGTERM", "received"),
+            _ = int.recv() => tracing::info!(signal = "SIGINT", "received"),
+        }
+    })
+}

@@ -1,0 +1,892 @@
+//! One shim connection, one call: handshake, decide, audit, (wait for approval), run,
+//! stream, audit the outcome (design §4).
+//!
+//! Invariants:
+//! - the `decision` audit line is written before anything runs; if it cannot be written
+//!   the call is denied (`audit log unavailable: <cause>`);
+//! - a call is decided wholly by one policy version (one `Arc<Policy>`);
+//! - an `ask` is never allowed in this version: it times out into a deny;
+//! - the shim going away, a protocol error, or warden shutdown cancels a running command
+//!   (the executor kills its process tree).
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clawrden_policy::{format_duration, Action as PolicyAction, Call, Policy, Verdict};
+use clawrden_protocol::{
+    write_chunks, Action, Decision, ErrorKind, Kind, Message, ProtocolError, Request,
+    MAX_IO_PAYLOAD,
+};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::UnixStream;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::audit::{Audit, Event, EventKind};
+use crate::clock::Clock;
+use crate::exec_registry::ExecutorRegistry;
+use crate::executor::{ExecIo, ExecRequest, Outcome, StreamIn, StreamOut};
+use crate::frames::{bounded, send, FrameReader, RecvError};
+use crate::ids::IdGenerator;
+use crate::logging::{LogLimiter, LogPermit};
+use crate::policy_store::PolicyStore;
+
+/// Most bytes of output written to the shim in one `write`.
+const MAX_COALESCED: usize = 256 * 1024;
+/// How long output still queued after the outcome may take to arrive.
+const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
+/// Capacity of the input and output channels between session and executor.
+const CHANNEL: usize = 16;
+/// How often a reader blocked on a full input channel checks whether the shim hung up.
+const HANGUP_CHECK: Duration = Duration::from_millis(100);
+
+/// Caller identity from `SO_PEERCRED`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: Option<i32>,
+}
+
+/// Time limits of a session.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionLimits {
+    /// From accept to a complete `Request` (Hello included).
+    pub request_deadline: Duration,
+    /// Between SIGTERM and SIGKILL when a command's tree is killed.
+    pub grace: Duration,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        SessionLimits {
+            request_deadline: Duration::from_secs(5),
+            grace: Duration::from_secs(2),
+        }
+    }
+}
+
+/// What every session of one prisoner socket shares.
+pub struct SessionShared {
+    pub prisoner: String,
+    pub policy: Arc<PolicyStore>,
+    pub audit: Audit,
+    pub executors: ExecutorRegistry,
+    pub ids: Arc<IdGenerator>,
+    pub clock: Arc<dyn Clock>,
+    pub limits: SessionLimits,
+    pub stream_only: bool,
+    /// Limits protocol-error warnings from this socket.
+    pub protocol_log: Arc<LogLimiter>,
+    /// Turns true when the warden shuts down.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl std::fmt::Debug for SessionShared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionShared")
+            .field("prisoner", &self.prisoner)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Serves one accepted connection to its end.
+pub async fn run(shared: Arc<SessionShared>, stream: UnixStream, peer: Peer, accepted_at: Instant) {
+    let span = tracing::info_span!("connection", prisoner = %shared.prisoner, peer_pid = peer.pid);
+    serve(shared, stream, peer, accepted_at)
+        .instrument(span)
+        .await
+}
+
+/// Resolves when shutdown is signalled (or the warden dropped the signal).
+async fn shutdown_signalled(rx: &mut watch::Receiver<bool>) {
+    loop {
+        if *rx.borrow_and_update() {
+            return;
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+fn protocol_warning(shared: &SessionShared, error: &str) {
+    match shared.protocol_log.check(std::time::Instant::now()) {
+        LogPermit::Log => tracing::warn!(error, "protocol error; closing connection"),
+        LogPermit::LogAfterSuppressing(n) => tracing::warn!(
+            error,
+            suppressed = n,
+            "protocol error; closing connection (similar warnings from this socket were suppressed)"
+        ),
+        LogPermit::Suppress => {}
+    }
+}
+
+/// Tells the shim about a protocol error (best effort) and logs it, rate-limited.
+async fn refuse(shared: &SessionShared, wr: &mut OwnedWriteHalf, kind: ErrorKind, error: &str) {
+    protocol_warning(shared, error);
+    let _ = send(
+        wr,
+        &Message::Error {
+            kind,
+            message: bounded(error),
+        },
+    )
+    .await;
+}
+
+enum Early {
+    Msg(Message),
+    Closed,
+    Shutdown,
+    TimedOut,
+    Failed(RecvError),
+}
+
+async fn read_early(
+    reader: &mut FrameReader,
+    rd: &OwnedReadHalf,
+    deadline: Instant,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Early {
+    tokio::select! {
+        _ = shutdown_signalled(shutdown) => Early::Shutdown,
+        r = tokio::time::timeout_at(deadline, reader.next(rd.as_ref())) => match r {
+            Err(_) => Early::TimedOut,
+            Ok(Ok(Some(m))) => Early::Msg(m),
+            Ok(Ok(None)) | Ok(Err(RecvError::Io(_))) => Early::Closed,
+            Ok(Err(e)) => Early::Failed(e),
+        },
+    }
+}
+
+async fn serve(shared: Arc<SessionShared>, stream: UnixStream, peer: Peer, accepted_at: Instant) {
+    let (rd, mut wr) = stream.into_split();
+    let mut reader = FrameReader::new();
+    let mut shutdown = shared.shutdown.clone();
+    let deadline = accepted_at + shared.limits.request_deadline;
+    let too_slow = || {
+        format!(
+            "no request within {} of connecting",
+            format_duration(shared.limits.request_deadline)
+        )
+    };
+
+    match read_early(&mut reader, &rd, deadline, &mut shutdown).await {
+        Early::Msg(hello) => {
+            if let Err(e) = hello.check_hello() {
+                refuse(&shared, &mut wr, e.wire_kind(), &e.to_string()).await;
+                return;
+            }
+        }
+        Early::Failed(e) => {
+            refuse(&shared, &mut wr, ErrorKind::Protocol, &e.to_string()).await;
+            return;
+        }
+        Early::TimedOut => {
+            refuse(&shared, &mut wr, ErrorKind::Protocol, &too_slow()).await;
+            return;
+        }
+        Early::Closed | Early::Shutdown => return,
+    }
+    if send(&mut wr, &Message::hello()).await.is_err() {
+        return;
+    }
+    let request = match read_early(&mut reader, &rd, deadline, &mut shutdown).await {
+        Early::Msg(Message::Request(r)) => r,
+        Early::Msg(other) => {
+            let e = ProtocolError::Unexpected {
+                got: other.kind(),
+                expected: "request",
+            };
+            refuse(&shared, &mut wr, ErrorKind::Protocol, &e.to_string()).await;
+            return;
+        }
+        Early::Failed(e) => {
+            refuse(&shared, &mut wr, ErrorKind::Protocol, &e.to_string()).await;
+            return;
+        }
+        Early::TimedOut => {
+            refuse(&shared, &mut wr, ErrorKind::Protocol, &too_slow()).await;
+            return;
+        }
+        Early::Closed | Early::Shutdown => return,
+    };
+    reader.stop_collecting_fds();
+    let fds = accept_fds(&request, reader.take_fds());
+
+    let request_id = match shared.ids.next_id(shared.clock.now()) {
+        Ok(id) => id,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot make a request id");
+            let _ = send(
+                &mut wr,
+                &Message::Error {
+                    kind: ErrorKind::Internal,
+                    message: format!("warden cannot make a request id: {e}"),
+                },
+            )
+            .await;
+            return;
+        }
+    };
+    let span =
+        tracing::info_span!("request", request_id = %request_id, prisoner = %shared.prisoner);
+    let call = CallSession {
+        shared: &shared,
+        request_id: request_id.clone(),
+        peer,
+        request,
+        fds,
+        reader,
+        rd,
+        wr,
+        shutdown,
+    };
+    call.handle().instrument(span).await;
+}
+
+/// The descriptors to keep: exactly three when the shim said it attached them; any
+/// others are closed here (by drop).
+fn accept_fds(request: &Request, mut fds: Vec<OwnedFd>) -> Vec<OwnedFd> {
+    if !request.fds_attached {
+        if !fds.is_empty() {
+            tracing::debug!(
+                count = fds.len(),
+                "closing descriptors sent without fds_attached"
+            );
+        }
+        return Vec::new();
+    }
+    if fds.len() > 3 {
+        tracing::debug!(
+            count = fds.len(),
+            "closing descriptors beyond the first three"
+        );
+        fds.truncate(3);
+    }
+    if fds.len() < 3 {
+        tracing::debug!(
+            count = fds.len(),
+            "fds_attached but fewer than three descriptors; streaming instead"
+        );
+        return Vec::new();
+    }
+    fds
+}
+
+/// What the session does with a call after the policy and the executor check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Decided {
+    Allow,
+    Deny,
+    Ask,
+}
+
+impl Decided {
+    fn as_str(self) -> &'static str {
+        match self {
+            Decided::Allow => "allow",
+            Decided::Deny => "deny",
+            Decided::Ask => "ask",
+        }
+    }
+}
+
+struct CallSession<'a> {
+    shared: &'a SessionShared,
+    request_id: String,
+    peer: Peer,
+    request: Request,
+    fds: Vec<OwnedFd>,
+    reader: FrameReader,
+    rd: OwnedReadHalf,
+    wr: OwnedWriteHalf,
+    shutdown: watch::Receiver<bool>,
+}
+
+fn event_for(kind: EventKind, id: &str) -> Event {
+    Event::for_request(kind, id)
+}
+
+impl CallSession<'_> {
+    fn audit(&self) -> &Audit {
+        &self.shared.audit
+    }
+
+    async fn handle(mut self) {
+        let policy = self.shared.policy.current();
+        let verdict = policy.decide(&Call {
+            argv: &self.request.argv,
+            cwd: &self.request.cwd,
+            uid: self.peer.uid,
+            prisoner: &self.shared.prisoner,
+        });
+        let executor_name = verdict.executor.to_string();
+        let executor = self.shared.executors.get(&executor_name);
+        let (decided, reason) = match verdict.action {
+            PolicyAction::Deny => (Decided::Deny, verdict.reason.clone()),
+            PolicyAction::Allow | PolicyAction::Ask if executor.is_none() => {
+                let who = match &verdict.rule {
+                    Some(r) => format!("rule {r}"),
+                    None => "the policy default".to_owned(),
+                };
+                (
+                    Decided::Deny,
+                    format!("{who} wants executor {executor_name}, which this warden does not run"),
+                )
+            }
+            PolicyAction::Allow => (Decided::Allow, verdict.reason.clone()),
+            PolicyAction::Ask => (Decided::Ask, verdict.reason.clone()),
+        };
+        let program = String::from_utf8_lossy(self.request.argv.first().map_or(&[][..], |a| a));
+        tracing::info!(
+            program = %bounded(&program),
+            action = decided.as_str(),
+            rule = verdict.rule.as_deref().unwrap_or("-"),
+            executor = %executor_name,
+            "decided"
+        );
+
+        if let Err(e) = self.record_request_and_decision(&policy, &verdict, decided, &reason) {
+            let reason = format!("audit log unavailable: {e}");
+            tracing::error!(error = %e, "audit log unavailable; denying");
+            self.send_decision(Action::Deny, &reason, None, false).await;
+            return;
+        }
+        match decided {
+            Decided::Deny => {
+                self.send_decision(Action::Deny, &reason, verdict.rule.clone(), false)
+                    .await;
+            }
+            Decided::Ask => self.wait_for_approval(&policy, &verdict, &reason).await,
+            Decided::Allow => {
+                let executor = executor.expect("checked above");
+                self.execute(executor, verdict, &executor_name, &reason)
+                    .await;
+            }
+        }
+    }
+
+    fn record_request_and_decision(
+        &self,
+        policy: &Policy,
+        verdict: &Verdict,
+        decided: Decided,
+        reason: &str,
+    ) -> Result<(), crate::audit::AuditError> {
+        let r = &self.request;
+        let request = event_for(EventKind::Request, &self.request_id)
+            .with("prisoner", self.shared.prisoner.as_str())
+            .with("uid", self.peer.uid)
+            .with("gid", self.peer.gid)
+            .with("pid", self.peer.pid)
+            .with_byte_list("argv", &r.argv)
+            .with_bytes("cwd", &r.cwd)
+            .with_bytes("tool_path", &r.tool_path)
+            .with_byte_list("env_names", &crate::env::names(&r.env))
+            .with("parent_request", r.parent_request.clone());
+        self.audit().record(&request)?;
+        let decision = event_for(EventKind::Decision, &self.request_id)
+            .with("prisoner", self.shared.prisoner.as_str())
+            .with("rule", verdict.rule.clone())
+            .with("action", decided.as_str())
+            .with("reason", reason)
+            .with("executor", verdict.executor.to_string())
+            .with("policy_sha256", policy.sha256())
+            .with("timeout_ms", duration_ms(verdict.timeout));
+        self.audit().record(&decision)?;
+        Ok(())
+    }
+
+    fn record(&self, event: Event) {
+        if let Err(e) = self.audit().record(&event) {
+            tracing::error!(error = %e, event = event.kind().as_str(), "cannot write audit event");
+        }
+    }
+
+    async fn send_decision(
+        &mut self,
+        action: Action,
+        reason: &str,
+        rule: Option<String>,
+        uses_fds: bool,
+    ) -> bool {
+        let msg = Message::Decision(Decision {
+            request_id: self.request_id.clone(),
+            action,
+            reason: bounded(reason),
+            rule,
+            uses_fds,
+        });
+        send(&mut self.wr, &msg).await.is_ok()
+    }
+
+    /// `ask`: pending, then (no approvals store yet) a deny when approval_timeout passes.
+    async fn wait_for_approval(&mut self, policy: &Policy, verdict: &Verdict, reason: &str) {
+        let timeout = policy.approval_timeout();
+        let approval_id = self.request_id.clone();
+        let pending = Message::Pending {
+            approval_id: approval_id.clone(),
+            message: bounded(&format!(
+                "approval required: {reason} (times out after {})",
+                format_duration(timeout)
+            )),
+        };
+        if !self
+            .send_decision(Action::Pending, reason, verdict.rule.clone(), false)
+            .await
+            || send(&mut self.wr, &pending).await.is_err()
+        {
+            self.record(
+                event_for(EventKind::Cancel, &self.request_id)
+                    .with("reason", "shim disconnected while waiting for approval"),
+            );
+            return;
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => {
+                    let mut reason = format!("approval timed out after {}", format_duration(timeout));
+                    let event = event_for(EventKind::Approval, &self.request_id)
+                        .with("approval_id", approval_id.as_str())
+                        .with("action", "deny")
+                        .with("reason", reason.as_str());
+                    if let Err(e) = self.audit().record(&event) {
+                        tracing::error!(error = %e, "audit log unavailable");
+                        reason = format!("audit log unavailable: {e}");
+                    }
+                    tracing::info!(reason = %reason, "approval timed out; denied");
+                    self.send_decision(Action::Deny, &reason, verdict.rule.clone(), false).await;
+                    return;
+                }
+                _ = shutdown_signalled(&mut self.shutdown) => {
+                    self.record(event_for(EventKind::Cancel, &self.request_id).with("reason", "warden shutting down"));
+                    let _ = send(&mut self.wr, &Message::Error {
+                        kind: ErrorKind::Cancelled,
+                        message: "cancelled: warden shutting down".to_owned(),
+                    }).await;
+                    return;
+                }
+                r = self.reader.next(self.rd.as_ref()) => {
+                    let error = match r {
+                        Ok(Some(Message::Signal(_) | Message::Resize { .. })) => continue,
+                        Ok(Some(other)) => ProtocolError::Unexpected {
+                            got: other.kind(),
+                            expected: "nothing while waiting for approval",
+                        }
+                        .to_string(),
+                        Ok(None) | Err(RecvError::Io(_)) => {
+                            tracing::info!("shim disconnected while waiting for approval");
+                            self.record(
+                                event_for(EventKind::Cancel, &self.request_id)
+                                    .with("reason", "shim disconnected while waiting for approval"),
+                            );
+                            return;
+                        }
+                        Err(e) => e.to_string(),
+                    };
+                    self.record(
+                        event_for(EventKind::Cancel, &self.request_id)
+                            .with("reason", format!("protocol error: {error}")),
+                    );
+                    refuse(self.shared, &mut self.wr, ErrorKind::Protocol, &error).await;
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn execute(
+        self,
+        executor: Arc<dyn crate::executor::Executor>,
+        verdict: Verdict,
+        executor_name: &str,
+        reason: &str,
+    ) {
+        let CallSession {
+            shared,
+            request_id,
+            peer,
+            request,
+            fds,
+            reader,
+            rd,
+            mut wr,
+            mut shutdown,
+        } = self;
+        let fds: Option<[OwnedFd; 3]> =
+            if executor_name == "local" && request.tty.is_none() && !shared.stream_only {
+                <[OwnedFd; 3]>::try_from(fds).ok()
+            } else {
+                None
+            };
+        let uses_fds = fds.is_some();
+        let decision = Message::Decision(Decision {
+            request_id: request_id.clone(),
+            action: Action::Allow,
+            reason: bounded(reason),
+            rule: verdict.rule.clone(),
+            uses_fds,
+        });
+        if send(&mut wr, &decision).await.is_err() {
+            record_to(
+                &shared.audit,
+                event_for(EventKind::Cancel, &request_id)
+                    .with("reason", "shim disconnected before the command started"),
+            );
+            return;
+        }
+        let env = crate::env::scrub(&request.env, &verdict.env, &request_id);
+        let exec_request = ExecRequest {
+            request_id: request_id.clone(),
+            prisoner: shared.prisoner.clone(),
+            argv: request.argv,
+            tool_path: request.tool_path,
+            cwd: request.cwd,
+            env,
+            tty: request.tty,
+            stdin_open: request.stdin_open,
+            timeout: verdict.timeout,
+            grace: shared.limits.grace,
+            uid: peer.uid,
+            gid: peer.gid,
+            fds,
+        };
+        let (in_tx, in_rx) = mpsc::channel(CHANNEL);
+        let (out_tx, mut out_rx) = mpsc::channel(CHANNEL);
+        let (started_tx, mut started_rx) = oneshot::channel();
+        let (cancel_tx, cancel_rx) = watch::channel(false);
+        let io = ExecIo {
+            input: in_rx,
+            output: out_tx,
+            started: started_tx,
+            cancel: cancel_rx,
+        };
+        let reader_task =
+            tokio::spawn(read_stream(reader, rd, in_tx).instrument(tracing::Span::current()));
+        let mut reader_task = AbortOnDrop(reader_task);
+        let began = Instant::now();
+        let run = executor.run(exec_request, io);
+        tokio::pin!(run);
+
+        let mut out = OutputState {
+            peer_gone: false,
+            error_sent: false,
+        };
+        let mut cancel_reason: Option<String> = None;
+        let mut started_done = false;
+        let mut output_open = true;
+        let mut reader_done = false;
+        let mut shutdown_seen = false;
+        let outcome = loop {
+            tokio::select! {
+                biased;
+                s = &mut started_rx, if !started_done => {
+                    started_done = true;
+                    if let Ok(s) = s {
+                        if let Err(e) = audit_start(&shared.audit, &request_id, executor_name, &s) {
+                            tracing::error!(error = %e, "audit log unavailable; cancelling the command");
+                            cancel_reason.get_or_insert_with(|| format!("audit log unavailable: {e}"));
+                            let _ = cancel_tx.send(true);
+                        }
+                    }
+                }
+                item = out_rx.recv(), if output_open => match item {
+                    Some(first) => {
+                        if !write_output(&mut wr, first, &mut out_rx, &mut out).await {
+                            cancel_reason.get_or_insert_with(|| "shim disconnected".to_owned());
+                            let _ = cancel_tx.send(true);
+                        }
+                    }
+                    None => output_open = false,
+                },
+                end = &mut reader_task.0, if !reader_done => {
+                    reader_done = true;
+                    match end {
+                        Ok(ReaderEnd::Protocol(error)) => {
+                            cancel_reason.get_or_insert_with(|| format!("protocol error: {error}"));
+                            if !out.peer_gone {
+                                refuse(shared, &mut wr, ErrorKind::Protocol, &error).await;
+                                out.error_sent = true;
+                            }
+                        }
+                        Ok(ReaderEnd::Closed) | Err(_) => {
+                            tracing::info!("shim disconnected; cancelling the command");
+                            out.peer_gone = true;
+                            cancel_reason.get_or_insert_with(|| "shim disconnected".to_owned());
+                        }
+                    }
+                    let _ = cancel_tx.send(true);
+                }
+                _ = shutdown_signalled(&mut shutdown), if !shutdown_seen => {
+                    shutdown_seen = true;
+                    tracing::info!("warden shutting down; cancelling the command");
+                    cancel_reason.get_or_insert_with(|| "warden shutting down".to_owned());
+                    let _ = cancel_tx.send(true);
+                }
+                outcome = &mut run => break outcome,
+            }
+        };
+        if !started_done {
+            if let Ok(s) = started_rx.try_recv() {
+                if let Err(e) = audit_start(&shared.audit, &request_id, executor_name, &s) {
+                    tracing::error!(error = %e, "cannot write audit event");
+                }
+            }
+        }
+        while output_open {
+            match tokio::time::timeout(OUTPUT_DRAIN, out_rx.recv()).await {
+                Ok(Some(first)) => {
+                    write_output(&mut wr, first, &mut out_rx, &mut out).await;
+                }
+                Ok(None) => output_open = false,
+                Err(_) => {
+                    tracing::warn!(
+                        "executor kept its output channel open after finishing; dropping the rest"
+                    );
+                    break;
+                }
+            }
+        }
+        drop(reader_task);
+        let duration = duration_ms(began.elapsed());
+        let (event, reply) = outcome_report(&request_id, outcome, cancel_reason, duration);
+        tracing::info!(
+            outcome = event.kind().as_str(),
+            duration_ms = duration,
+            "finished"
+        );
+        record_to(&shared.audit, event);
+        if !out.peer_gone && !out.error_sent {
+            if let Some(reply) = reply {
+                let _ = send(&mut wr, &reply).await;
+            }
+        }
+    }
+}
+
+fn record_to(audit: &Audit, event: Event) {
+    if let Err(e) = audit.record(&event) {
+        tracing::error!(error = %e, event = event.kind().as_str(), "cannot write audit event");
+    }
+}
+
+fn audit_start(
+    audit: &Audit,
+    request_id: &str,
+    executor: &str,
+    started: &crate::executor::Started,
+) -> Result<u64, crate::audit::AuditError> {
+    audit.record(
+        &event_for(EventKind::Start, request_id)
+            .with("executor", executor)
+            .with("pid", started.pid)
+            .with_bytes("program", &started.program),
+    )
+}
+
+/// The audit event and the final frame for an outcome.
+fn outcome_report(
+    request_id: &str,
+    outcome: Outcome,
+    cancel_reason: Option<String>,
+    duration: u64,
+) -> (Event, Option<Message>) {
+    match outcome {
+        Outcome::Exited(code) => (
+            event_for(EventKind::Exit, request_id)
+                .with("exit_code", code)
+                .with("duration_ms", duration),
+            Some(Message::Exit(code)),
+        ),
+        Outcome::Signaled(signal) => (
+            event_for(EventKind::Exit, request_id)
+                .with("signal", signal)
+                .with("duration_ms", duration),
+            Some(Message::Signaled(signal)),
+        ),
+        Outcome::TimedOut { after } => (
+            event_for(EventKind::TimeoutViolation, request_id)
+                .with("timeout_ms", duration_ms(after))
+                .with("duration_ms", duration),
+            Some(Message::Error {
+                kind: ErrorKind::Timeout,
+                message: format!(
+                    "timed out after {}; process tree killed",
+                    format_duration(after)
+                ),
+            }),
+        ),
+        Outcome::Cancelled { reason } => {
+            let reason = cancel_reason.unwrap_or(reason);
+            (
+                event_for(EventKind::Cancel, request_id)
+                    .with("reason", reason.as_str())
+                    .with("duration_ms", duration),
+                Some(Message::Error {
+                    kind: ErrorKind::Cancelled,
+                    message: bounded(&format!("cancelled: {reason}")),
+                }),
+            )
+        }
+        Outcome::SpawnFailed { not_found, message } => (
+            event_for(EventKind::Error, request_id)
+                .with("error", message.as_str())
+                .with("duration_ms", duration),
+            Some(Message::Error {
+                kind: if not_found {
+                    ErrorKind::NotFound
+                } else {
+                    ErrorKind::SpawnFailed
+                },
+                message: bounded(&message),
+            }),
+        ),
+    }
+}
+
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+struct OutputState {
+    peer_gone: bool,
+    /// An `Error` frame already ended the exchange.
+    error_sent: bool,
+}
+
+fn out_kind(o: &StreamOut) -> Kind {
+    match o {
+        StreamOut::Stdout(_) => Kind::Stdout,
+        StreamOut::Stderr(_) => Kind::Stderr,
+    }
+}
+
+fn out_bytes(o: StreamOut) -> Vec<u8> {
+    match o {
+        StreamOut::Stdout(b) | StreamOut::Stderr(b) => b,
+    }
+}
+
+/// Writes `first` and whatever output is already queued behind it, in order, merging
+/// neighbouring chunks of the same stream into frames of at most 64 KiB. Returns false
+/// when the shim can no longer be written to.
+async fn write_output(
+    wr: &mut OwnedWriteHalf,
+    first: StreamOut,
+    rx: &mut mpsc::Receiver<StreamOut>,
+    state: &mut OutputState,
+) -> bool {
+    let mut buf = Vec::new();
+    let mut kind = out_kind(&first);
+    let mut run = out_bytes(first);
+    while buf.len() + run.len() < MAX_COALESCED {
+        let Ok(next) = rx.try_recv() else { break };
+        let next_kind = out_kind(&next);
+        let bytes = out_bytes(next);
+        if next_kind == kind && run.len() + bytes.len() <= MAX_IO_PAYLOAD as usize {
+            run.extend_from_slice(&bytes);
+        } else {
+            write_chunks(&mut buf, kind, &run);
+            kind = next_kind;
+            run = bytes;
+        }
+    }
+    write_chunks(&mut buf, kind, &run);
+    if state.peer_gone || state.error_sent {
+        return !state.peer_gone;
+    }
+    use tokio::io::AsyncWriteExt;
+    if wr.write_all(&buf).await.is_err() {
+        state.peer_gone = true;
+        return false;
+    }
+    true
+}
+
+/// How the reader of a running call's input ended.
+#[derive(Debug)]
+enum ReaderEnd {
+    /// The shim closed the connection (or it failed): cancel.
+    Closed,
+    /// The shim broke the protocol: tell it, then cancel.
+    Protocol(String),
+}
+
+/// Turns the shim's frames into [`StreamIn`] until the connection ends; dropping the
+/// sender on return is what tells the executor to cancel.
+async fn read_stream(
+    mut reader: FrameReader,
+    rd: OwnedReadHalf,
+    tx: mpsc::Sender<StreamIn>,
+) -> ReaderEnd {
+    let mut input = Some(tx);
+    loop {
+        let msg = match reader.next(rd.as_ref()).await {
+            Ok(Some(m)) => m,
+            Ok(None) | Err(RecvError::Io(_)) => return ReaderEnd::Closed,
+            Err(e) => return ReaderEnd::Protocol(e.to_string()),
+        };
+        let item = match msg {
+            Message::Stdin(b) => StreamIn::Stdin(b),
+            Message::StdinEof => StreamIn::StdinEof,
+            Message::Signal(n) => StreamIn::Signal(n),
+            Message::Resize { rows, cols } => StreamIn::Resize { rows, cols },
+            other => {
+                return ReaderEnd::Protocol(
+                    ProtocolError::Unexpected {
+                        got: other.kind(),
+                        expected: "stdin, stdin-eof, signal or resize",
+                    }
+                    .to_string(),
+                )
+            }
+        };
+        let Some(sender) = input.clone() else {
+            continue;
+        };
+        loop {
+            tokio::select! {
+                permit = sender.reserve() => {
+                    match permit {
+                        Ok(p) => p.send(item),
+                        // The executor no longer reads input; keep watching the connection.
+                        Err(_) => input = None,
+                    }
+                    break;
+                }
+                _ = tokio::time::sleep(HANGUP_CHECK) => {
+                    if peer_hung_up(rd.as_ref()) {
+                        return ReaderEnd::Closed;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Whether the shim closed its end (checked while input is backed up, when the reader
+/// cannot read further to see the end of stream).
+fn peer_hung_up(stream: &UnixStream) -> bool {
+    // A Unix stream socket reports POLLHUP once the peer has closed its end.
+    let mut fds = [PollFd::new(stream.as_fd(), PollFlags::empty())];
+    match poll(&mut fds, PollTimeout::ZERO) {
+        Ok(n) if n > 0 => fds[0]
+            .revents()
+            .is_some_and(|r| r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR)),
+        _ => false,
+    }
+}
