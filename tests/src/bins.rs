@@ -41,6 +41,14 @@ fn bin_dir() -> PathBuf {
 
 fn locate(dir: &Path) -> Result<Binaries, String> {
     let mut missing = Vec::new();
+    // CLAWRDEN_SHIM picks another shim build (the benchmark uses the static musl one,
+    // which is what prisoners run); it serves as both the shim and the exec-helper.
+    let shim_override = env::var_os("CLAWRDEN_SHIM").map(PathBuf::from);
+    if let Some(p) = &shim_override {
+        if !p.is_file() {
+            missing.push(format!("CLAWRDEN_SHIM={}", p.display()));
+        }
+    }
     let mut find = |name: &str| {
         let p = dir.join(name);
         if !p.is_file() {
@@ -48,10 +56,14 @@ fn locate(dir: &Path) -> Result<Binaries, String> {
         }
         p
     };
+    let shim = match shim_override {
+        Some(p) => p,
+        None => find("clawrden-shim"),
+    };
     let b = Binaries {
         dir: dir.to_path_buf(),
         warden: find("clawrden-warden"),
-        shim: find("clawrden-shim"),
+        shim,
         clawctl: find("clawctl"),
     };
     if missing.is_empty() {

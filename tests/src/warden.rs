@@ -2,6 +2,7 @@
 
 use std::fs::{self, File};
 use std::os::unix::fs::symlink;
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -39,6 +40,13 @@ pub fn policy_allow_all() -> String {
         .to_string()
 }
 
+/// A `127.0.0.1` address with a port that was free a moment ago (bound to port 0, then
+/// released), for a warden's `--listen`.
+pub fn free_local_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0 to find a free port");
+    l.local_addr().expect("local address of a bound listener")
+}
+
 /// Options for starting a warden.
 #[derive(Debug, Clone)]
 pub struct WardenBuilder {
@@ -49,6 +57,7 @@ pub struct WardenBuilder {
     state_dir: Option<PathBuf>,
     socket: Option<PathBuf>,
     prisoners: Vec<String>,
+    api: bool,
 }
 
 impl WardenBuilder {
@@ -90,6 +99,13 @@ impl WardenBuilder {
         self
     }
 
+    /// Also serve the HTTP API on a free `127.0.0.1` port (`--listen`, or `listen:` in
+    /// the config file); [`TestWarden::api_addr`] says which.
+    pub fn api(mut self) -> Self {
+        self.api = true;
+        self
+    }
+
     /// Writes the files and starts the warden without waiting for its socket.
     pub fn launch(self) -> TestWarden {
         let bins = binaries();
@@ -121,6 +137,7 @@ impl WardenBuilder {
         fs::write(&real_policy, &self.policy).expect("write policy");
         let stderr_path = root.join("warden.stderr");
         let stdout_path = root.join("warden.stdout");
+        let api_addr = self.api.then(free_local_addr);
         let mut cmd = Command::new(&bins.warden);
         let sockets: Vec<(String, PathBuf)> = if self.prisoners.is_empty() {
             let socket = self.socket.unwrap_or_else(|| root.join("warden.sock"));
@@ -130,9 +147,14 @@ impl WardenBuilder {
                 .arg(&state_dir)
                 .arg("--socket")
                 .arg(&socket)
-                .args(["--executor", &self.executors, "--log-format", "json"]);
+                .args(["--executor", &self.executors, "--log-format", "json"])
+                .arg("--exec-helper")
+                .arg(&bins.shim);
             if self.stream_only {
                 cmd.arg("--stream-only");
+            }
+            if let Some(addr) = api_addr {
+                cmd.arg("--listen").arg(addr.to_string());
             }
             vec![("default".to_string(), socket)]
         } else {
@@ -142,12 +164,17 @@ impl WardenBuilder {
                 .map(|n| (n.clone(), root.join(format!("{n}.sock"))))
                 .collect();
             let mut yaml = format!(
-                "policy: {}\nstate_dir: {}\nexecutors: [{}]\nlog_format: json\nstream_only: {}\nprisoners:\n",
+                "policy: {}\nstate_dir: {}\nexecutors: [{}]\nlog_format: json\nstream_only: {}\nexec_helper: {}\n",
                 policy_path.display(),
                 state_dir.display(),
                 self.executors,
-                self.stream_only
+                self.stream_only,
+                bins.shim.display()
             );
+            if let Some(addr) = api_addr {
+                yaml.push_str(&format!("listen: {addr}\n"));
+            }
+            yaml.push_str("prisoners:\n");
             for (name, socket) in &sockets {
                 yaml.push_str(&format!(
                     "  - name: {name}\n    socket: {}\n",
@@ -176,6 +203,7 @@ impl WardenBuilder {
             sockets,
             bin_dir,
             stderr_path,
+            api_addr,
             child: Some(child),
             dir,
         }
@@ -200,6 +228,8 @@ pub struct TestWarden {
     pub sockets: Vec<(String, PathBuf)>,
     pub bin_dir: PathBuf,
     pub stderr_path: PathBuf,
+    /// Where the HTTP API listens, when started with [`WardenBuilder::api`].
+    pub api_addr: Option<SocketAddr>,
     child: Option<Child>,
     dir: TempDir,
 }
@@ -214,6 +244,7 @@ impl TestWarden {
             state_dir: None,
             socket: None,
             prisoners: Vec::new(),
+            api: false,
         }
     }
 
@@ -240,6 +271,7 @@ impl TestWarden {
                 .sockets
                 .iter()
                 .all(|(_, s)| UnixStream::connect(s).is_ok())
+                && self.api_addr.map_or(true, |a| TcpStream::connect(a).is_ok())
             {
                 return;
             }
@@ -263,6 +295,24 @@ impl TestWarden {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The first admin token, which the warden writes to `<state-dir>/admin.token` on its
+    /// first start (bounded poll: the file appears while the warden starts).
+    pub fn admin_token(&self) -> String {
+        let path = self.state_dir.join("admin.token");
+        poll_until(
+            &format!("the admin token in {}", path.display()),
+            READY_DEADLINE,
+            || {
+                // Complete once its '\n' is written.
+                fs::read_to_string(&path)
+                    .ok()
+                    .filter(|t| t.ends_with('\n'))
+                    .map(|t| t.trim().to_string())
+                    .filter(|t| !t.is_empty())
+            },
+        )
     }
 
     /// Waits for the warden to exit by itself (bounded), returning its status.

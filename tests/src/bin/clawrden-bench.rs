@@ -164,6 +164,25 @@ fn throughput(mut cmd: Command, expect: u64) -> f64 {
     total as f64 / took.as_secs_f64()
 }
 
+/// Prisoners run the static musl shim (as shim and as exec-helper), so measure that one
+/// when it has been built: a dynamically linked shim pays the loader twice per call.
+fn prefer_static_shim() {
+    if std::env::var_os("CLAWRDEN_SHIM").is_some() {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let Some(target) = exe.parent().and_then(|release| release.parent()) else {
+        return;
+    };
+    let musl = target.join("x86_64-unknown-linux-musl/release/clawrden-shim");
+    if musl.is_file() {
+        // Single-threaded here: nothing else reads the environment yet.
+        std::env::set_var("CLAWRDEN_SHIM", &musl);
+    }
+}
+
 fn machine_facts() {
     let cpus = thread::available_parallelism().map_or(0, |n| n.get());
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
@@ -181,6 +200,7 @@ fn machine_facts() {
     let bins = binaries();
     println!("machine: nproc {cpus}, kernel {kernel}, cpu {model}");
     println!("binaries: {}", bins.dir.display());
+    println!("shim and exec-helper: {}", bins.shim.display());
     if bins.dir.file_name().is_some_and(|n| n != "release") {
         println!("WARNING: these are not release binaries; run with `cargo run --release ...`");
     }
@@ -194,6 +214,7 @@ fn main() -> ExitCode {
             return ExitCode::from(64);
         }
     };
+    prefer_static_shim();
     machine_facts();
     let fd_warden = TestWarden::builder().start();
     let stream_warden = TestWarden::builder().stream_only(true).start();
