@@ -7,6 +7,7 @@
 # Environment:
 #   CLAWRDEN_REQUIRE_DOCKER=1   fail (instead of skip) the tests that need a Docker engine
 #   CLAWRDEN_REQUIRE_BROWSER=1  fail (instead of skip) the tests that need Chromium
+#   CLAWRDEN_SCREENSHOTS=1      refresh docs/screenshots from the browser tests
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,3 +31,6 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
     cargo test --workspace -- "$@"
 fi
+
+echo "==> browser tests (dashboard)"
+tests/browser/run.sh

@@ -2,8 +2,26 @@
 //!
 //! ```text
 //! clawrden-shim exec-helper [--tty] [--grace-ms N] [--cwd DIR]
-//!                           [--uid U --gid G [--groups G1,G2,...]] -- PROGRAM ARGV0 [ARGS...]
+//!                           [--uid U --gid G [--groups G1,G2,...]]
+//!                           [--original-root DIR] [--request-id ID] [--env-keep N1,N2,...]
+//!                           [--hex] [--no-parent-death] -- PROGRAM ARGV0 [ARGS...]
+//! clawrden-shim exec-helper --kill --request-id ID [--signal SIG]
 //! ```
+//!
+//! With `--uid`/`--gid` the helper itself keeps its own (root) identity for the whole
+//! supervision: it opens PROGRAM as root before forking, and only the forked child drops
+//! to the caller's uid, gid and groups (checked) right before exec. The caller's processes
+//! therefore cannot signal the supervisor, so timeout and cancellation always reach the
+//! whole tree. With `--original-root` (the mirror executor, inside a prisoner), PROGRAM is
+//! the shimmed tool's path and the helper runs its original, saved under DIR by
+//! install-clawrden.sh (see [`original`]); without `--groups` the supplementary groups
+//! are the user's from the container's /etc/group. `--request-id` only labels the process
+//! so that `--kill` (see [`kill`]) can find it. `--env-keep` passes only the named
+//! variables to the command (Docker adds its own to an exec). `--hex`: PROGRAM, the
+//! arguments and the `--cwd` value are hex-encoded (Docker's API carries UTF-8 only).
+//! `--no-parent-death`: no SIGUSR1 when the parent dies. Under `docker exec` the parent is
+//! the container runtime's short-lived process, not the executor; the mirror executor
+//! kills the tree with `--kill` instead.
 //!
 //! The helper is a child subreaper, so every process the command starts, even one that
 //! double-forks into a new session, stays its descendant. That makes "kill the whole tree"
@@ -20,6 +38,7 @@ use std::fmt;
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -30,7 +49,10 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{getpid, getppid, Gid, Pid, Uid};
 
-use crate::sys::process::{self as sys_process, ExecImage};
+use crate::sys::process::{self as sys_process, ChildCredentials, ExecImage};
+
+mod kill;
+mod original;
 
 /// Exit status of the helper when it cannot do its own job (bad arguments, a failed
 /// syscall before the command started): the command could not be run.
@@ -42,16 +64,27 @@ const KILL_ROUND: Duration = Duration::from_millis(50);
 
 /// Runs the exec-helper with the arguments that followed `exec-helper`; never returns.
 pub fn main(args: Vec<OsString>) -> ! {
+    if args.first().is_some_and(|a| a == "--kill") {
+        std::process::exit(kill::main(&args));
+    }
     let options = match Options::parse(args) {
         Ok(o) => o,
         Err(e) => fail(&format!(
             "{e}\nusage: clawrden-shim exec-helper [--tty] [--grace-ms N] [--cwd DIR] \
-             [--uid U --gid G [--groups G1,G2,...]] -- PROGRAM ARGV0 [ARGS...]"
+             [--uid U --gid G [--groups G1,G2,...]] [--original-root DIR] [--request-id ID] \
+             [--env-keep NAMES] [--hex] -- PROGRAM ARGV0 [ARGS...]"
         )),
     };
     match supervise(&options) {
         Ok(End::Killed) => std::process::exit(0),
         Ok(End::Mirror(status)) => mirror(status),
+        Ok(End::NotFound(message)) => {
+            eprintln!(
+                "clawrden: cannot execute {}: {message}",
+                options.program.to_string_lossy()
+            );
+            std::process::exit(127)
+        }
         Err(e) => fail(&e.to_string()),
     }
 }
@@ -74,7 +107,7 @@ fn mirror(status: WaitStatus) -> ! {
     }
 }
 
-/// The identity the command runs as, when the helper drops privileges.
+/// The identity the command runs as, when the child drops privileges.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Credentials {
     uid: Uid,
@@ -89,6 +122,17 @@ struct Options {
     grace: Duration,
     cwd: Option<OsString>,
     credentials: Option<Credentials>,
+    /// Supplementary groups come from the container's group database (`--original-root`
+    /// without `--groups`).
+    lookup_groups: bool,
+    /// Run the original of PROGRAM saved under this directory.
+    original_root: Option<OsString>,
+    /// Label for `--kill`; not otherwise used.
+    request_id: Option<String>,
+    /// Do not arm the parent-death signal.
+    no_parent_death: bool,
+    /// Only these variables reach the command (all of the helper's when `None`).
+    env_keep: Option<Vec<OsString>>,
     program: OsString,
     /// `argv[0]` as the command should see it, then its arguments.
     argv: Vec<OsString>,
@@ -100,6 +144,8 @@ impl Options {
         let mut grace = DEFAULT_GRACE;
         let mut cwd = None;
         let (mut uid, mut gid, mut groups) = (None, None, None);
+        let (mut original_root, mut request_id, mut env_keep, mut hex) = (None, None, None, false);
+        let mut no_parent_death = false;
         let mut it = args.into_iter();
         loop {
             let Some(arg) = it.next() else {
@@ -130,9 +176,32 @@ impl Options {
                         .collect::<Result<Vec<_>, _>>()?;
                     groups = Some(parsed);
                 }
+                "--original-root" => original_root = Some(value("--original-root")?),
+                "--request-id" => {
+                    let id = value("--request-id")?.to_string_lossy().into_owned();
+                    if !kill::valid_request_id(&id) {
+                        return Err(format!(
+                            "--request-id {id:?} must be 1-128 letters, digits, '.', '_' or '-'"
+                        ));
+                    }
+                    request_id = Some(id);
+                }
+                "--env-keep" => {
+                    let list = value("--env-keep")?;
+                    env_keep = Some(
+                        list.as_bytes()
+                            .split(|&b| b == b',')
+                            .filter(|n| !n.is_empty())
+                            .map(|n| OsStr::from_bytes(n).to_owned())
+                            .collect(),
+                    );
+                }
+                "--hex" => hex = true,
+                "--no-parent-death" => no_parent_death = true,
                 other => return Err(format!("unknown option {other:?}")),
             }
         }
+        let lookup_groups = original_root.is_some() && groups.is_none();
         let credentials = match (uid, gid, groups) {
             (None, None, None) => None,
             (Some(uid), Some(gid), groups) => Some(Credentials {
@@ -142,8 +211,16 @@ impl Options {
             }),
             _ => return Err("--uid and --gid go together (and --groups needs both)".into()),
         };
-        let program = it.next().ok_or("missing PROGRAM after --")?;
-        let argv: Vec<OsString> = it.collect();
+        if original_root.is_some() && credentials.is_none() {
+            return Err(
+                "--original-root needs --uid and --gid (originals never run as root by default)"
+                    .into(),
+            );
+        }
+        let decode = |v: OsString| if hex { decode_hex(&v) } else { Ok(v) };
+        let cwd = cwd.map(decode).transpose()?;
+        let program = decode(it.next().ok_or("missing PROGRAM after --")?)?;
+        let argv: Vec<OsString> = it.map(decode).collect::<Result<_, _>>()?;
         if argv.is_empty() {
             return Err("missing ARGV0 after PROGRAM".into());
         }
@@ -152,10 +229,32 @@ impl Options {
             grace,
             cwd,
             credentials,
+            lookup_groups,
+            original_root,
+            request_id,
+            no_parent_death,
+            env_keep,
             program,
             argv,
         })
     }
+}
+
+/// Decodes a `--hex` value (two lowercase or uppercase hex digits per byte).
+fn decode_hex(value: &OsStr) -> Result<OsString, String> {
+    let digits = value.as_bytes();
+    let nibble = |d: u8| (d as char).to_digit(16).map(|n| n as u8);
+    if !digits.len().is_multiple_of(2) {
+        return Err(format!("--hex value {value:?} has an odd number of digits"));
+    }
+    digits
+        .chunks(2)
+        .map(|pair| match (nibble(pair[0]), nibble(pair[1])) {
+            (Some(hi), Some(lo)) => Ok(hi << 4 | lo),
+            _ => Err(format!("--hex value {value:?} is not hexadecimal")),
+        })
+        .collect::<Result<Vec<u8>, String>>()
+        .map(OsString::from_vec)
 }
 
 fn parse_number(value: &OsStr, option: &str) -> Result<u64, String> {
@@ -198,6 +297,8 @@ enum End {
     Killed,
     /// The main child ended with this status; leftovers are already gone.
     Mirror(WaitStatus),
+    /// `--original-root`: the tool has no original to run (exit 127).
+    NotFound(String),
 }
 
 /// The signals the helper handles through its signalfd.
@@ -219,38 +320,89 @@ fn handled_signals() -> SigSet {
 
 /// Sets SIGUSR1 as the parent-death signal and checks the parent did not die before that
 /// took effect (it would then never be sent). Returns false when the parent is gone.
-fn arm_parent_death_signal(parent: Pid) -> Result<bool, HelperError> {
+fn arm_parent_death_signal(parent: Pid, options: &Options) -> Result<bool, HelperError> {
+    if options.no_parent_death {
+        return Ok(true);
+    }
     nix::sys::prctl::set_pdeathsig(Signal::SIGUSR1).map_err(failed("prctl(PR_SET_PDEATHSIG)"))?;
     Ok(getppid() == parent)
 }
 
 fn supervise(options: &Options) -> Result<End, HelperError> {
+    if options.tty {
+        // Under `docker exec --tty` the helper leads the session that owns the terminal;
+        // the command's own session can only take it once the helper lets go.
+        sys_process::release_controlling_terminal()
+            .map_err(failed("releasing the controlling terminal"))?;
+    }
     // Blocked from the start: a SIGUSR1 or SIGTERM that arrives early stays pending and is
     // handled by the loop instead of killing the helper before it can clean up.
     let signals = handled_signals();
     signals.thread_block().map_err(failed("blocking signals"))?;
     let parent = getppid();
     nix::sys::prctl::set_child_subreaper(true).map_err(failed("prctl(PR_SET_CHILD_SUBREAPER)"))?;
-    if !arm_parent_death_signal(parent)? {
+    if !arm_parent_death_signal(parent, options)? {
         return Ok(End::Killed);
     }
 
-    let program_fd = match &options.credentials {
+    let mut program = options.program.clone();
+    let mut argv_owned = options.argv.clone();
+    // Kept open until the fork: the interpreter reads the script through /dev/fd/N.
+    let mut _script_fd = None;
+    // With credentials the helper stays root for the whole supervision: it opens the
+    // program (or the original) now, as root, and only the forked child drops to the
+    // caller's identity, just before exec. A supervisor running as the agent's uid could
+    // be SIGKILLed by the agent, orphaning the command's tree out of reach of timeout and
+    // cancel; a root supervisor cannot be signalled by the agent at all.
+    let (program_fd, child_credentials) = match &options.credentials {
         Some(credentials) => {
-            let fd = open_for_exec(&options.program)?;
-            drop_privileges(credentials)?;
-            // Changing credentials clears the parent-death signal: arm it again.
-            if !arm_parent_death_signal(parent)? {
-                return Ok(End::Killed);
+            let fd = match &options.original_root {
+                Some(root) => {
+                    match original::resolve(
+                        Path::new(root),
+                        Path::new(&options.program),
+                        &options.argv,
+                    ) {
+                        Ok(resolved) => {
+                            program = resolved.program;
+                            argv_owned = resolved.argv;
+                            _script_fd = resolved.script_fd;
+                            resolved.program_fd
+                        }
+                        Err(original::OriginalError::NotFound(m)) => return Ok(End::NotFound(m)),
+                        Err(original::OriginalError::Unusable(m)) => {
+                            return Err(HelperError {
+                                what: "cannot open the original".into(),
+                                cause: m,
+                            })
+                        }
+                    }
+                }
+                None => open_for_exec(&options.program)?,
+            };
+            let mut credentials = credentials.clone();
+            if options.lookup_groups {
+                credentials.groups = groups_of(credentials.uid, credentials.gid)?;
             }
-            Some(fd)
+            let child = ChildCredentials {
+                uid: credentials.uid.as_raw(),
+                gid: credentials.gid.as_raw(),
+                groups: credentials.groups.iter().map(|g| g.as_raw()).collect(),
+            };
+            (Some(fd), Some(child))
         }
-        None => None,
+        None => (None, None),
     };
 
     let signal_fd = SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .map_err(failed("signalfd"))?;
     let env: Vec<Vec<u8>> = std::env::vars_os()
+        .filter(|(k, _)| {
+            options
+                .env_keep
+                .as_ref()
+                .is_none_or(|keep| keep.iter().any(|n| n == k))
+        })
         .map(|(k, v)| {
             let mut entry = k.into_vec();
             entry.push(b'=');
@@ -258,9 +410,9 @@ fn supervise(options: &Options) -> Result<End, HelperError> {
             entry
         })
         .collect();
-    let argv: Vec<&OsStr> = options.argv.iter().map(OsString::as_os_str).collect();
-    let image = ExecImage::new(
-        &options.program,
+    let argv: Vec<&OsStr> = argv_owned.iter().map(OsString::as_os_str).collect();
+    let mut image = ExecImage::new(
+        &program,
         program_fd,
         &argv,
         &env,
@@ -271,7 +423,10 @@ fn supervise(options: &Options) -> Result<End, HelperError> {
         what: "cannot execute the command".into(),
         cause: e.0,
     })?;
-    let child = sys_process::spawn(&image).map_err(failed("fork"))?;
+    if let Some(credentials) = &child_credentials {
+        image.drop_privileges_to(credentials);
+    }
+    let child = sys_process::spawn(&mut image).map_err(failed("fork"))?;
     drop(image);
 
     loop {
@@ -318,30 +473,21 @@ fn open_for_exec(program: &OsStr) -> Result<OwnedFd, HelperError> {
     Ok(fd)
 }
 
-/// setgroups, setgid, setuid, then checks every id really changed (a silent partial drop
-/// would run the command with more rights than intended).
-fn drop_privileges(c: &Credentials) -> Result<(), HelperError> {
-    nix::unistd::setgroups(&c.groups).map_err(failed("setgroups"))?;
-    nix::unistd::setresgid(c.gid, c.gid, c.gid).map_err(failed(format!("setgid({})", c.gid)))?;
-    nix::unistd::setresuid(c.uid, c.uid, c.uid).map_err(failed(format!("setuid({})", c.uid)))?;
-    let uids = nix::unistd::getresuid().map_err(failed("getresuid"))?;
-    let gids = nix::unistd::getresgid().map_err(failed("getresgid"))?;
-    let mut groups = nix::unistd::getgroups().map_err(failed("getgroups"))?;
-    let mut wanted = c.groups.clone();
-    groups.sort_by_key(|g| g.as_raw());
-    groups.dedup();
-    wanted.sort_by_key(|g| g.as_raw());
-    wanted.dedup();
-    let ok = [uids.real, uids.effective, uids.saved] == [c.uid; 3]
-        && [gids.real, gids.effective, gids.saved] == [c.gid; 3]
-        && groups == wanted;
-    if !ok {
-        return Err(HelperError {
-            what: format!("dropping privileges to uid {} gid {}", c.uid, c.gid),
-            cause: "the new ids did not stick".into(),
-        });
+/// The supplementary groups of `uid`'s user in the group database (inside a prisoner:
+/// its /etc/group), including `gid`; just `gid` when the uid has no user entry.
+fn groups_of(uid: Uid, gid: Gid) -> Result<Vec<Gid>, HelperError> {
+    let user = nix::unistd::User::from_uid(uid).map_err(failed(format!("looking up uid {uid}")))?;
+    match user {
+        None => Ok(vec![gid]),
+        Some(user) => {
+            let name = std::ffi::CString::new(user.name.as_bytes()).map_err(|_| HelperError {
+                what: format!("looking up the groups of uid {uid}"),
+                cause: "the user name contains a NUL byte".into(),
+            })?;
+            nix::unistd::getgrouplist(&name, gid)
+                .map_err(failed(format!("getgrouplist({})", user.name)))
+        }
     }
-    Ok(())
 }
 
 /// Waits until the signalfd is readable or `timeout` passes (`None`: no limit).
@@ -564,6 +710,11 @@ mod tests {
                     gid: Gid::from_raw(100),
                     groups: vec![Gid::from_raw(10), Gid::from_raw(20)],
                 }),
+                lookup_groups: false,
+                original_root: None,
+                request_id: None,
+                no_parent_death: false,
+                env_keep: None,
                 program: "/bin/ls".into(),
                 argv: os(&["ls", "-l"]),
             }

@@ -15,6 +15,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use nix::fcntl::{Flock, FlockArg};
 
+use crate::audit::{parse_audit, AuditEvent};
+use crate::bins::binaries;
+use crate::tempdir::TempDir;
+
 /// Rust target of the static shim that goes into images.
 pub const SHIM_TARGET: &str = "x86_64-unknown-linux-musl";
 
@@ -310,6 +314,80 @@ impl Container {
         Ok(ExecOutput::from_output(output))
     }
 
+    /// Runs `argv` (no shell) as `user` with `input` on its stdin (written by a thread
+    /// while the output is read, so large inputs cannot deadlock).
+    pub fn exec_with_stdin(
+        &self,
+        user: &str,
+        argv: &[&str],
+        input: &[u8],
+    ) -> Result<ExecOutput, String> {
+        let mut child = Command::new("docker")
+            .args(["exec", "--interactive", "--user", user, &self.name])
+            .args(argv)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot run the docker CLI: {e}"))?;
+        let mut stdin = child.stdin.take().ok_or("no stdin pipe")?;
+        let input = input.to_vec();
+        let writer = std::thread::spawn(move || {
+            use std::io::Write;
+            let result = stdin.write_all(&input);
+            drop(stdin);
+            result
+        });
+        let output = child
+            .wait_with_output()
+            .map_err(|e| format!("waiting for docker exec: {e}"))?;
+        writer
+            .join()
+            .map_err(|_| "the stdin writer panicked".to_string())?
+            .map_err(|e| format!("writing stdin to docker exec: {e}"))?;
+        Ok(ExecOutput::from_output(output))
+    }
+
+    /// The container's processes as `docker top` lists them (`PID CMD` per line), seen
+    /// from the host, so no program inside (shimmed or not) is needed.
+    pub fn processes(&self) -> Result<Vec<String>, String> {
+        let output = Command::new("docker")
+            .args(["top", &self.name, "-o", "pid,args"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run the docker CLI: {e}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "docker top {} failed: {}",
+                self.name,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ));
+        }
+        Ok(String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .skip(1)
+            .map(|l| l.trim().to_string())
+            .collect())
+    }
+
+    /// `docker inspect -f FORMAT` of the container.
+    pub fn inspect(&self, format: &str) -> Result<String, String> {
+        let output = Command::new("docker")
+            .args(["inspect", "-f", format, &self.name])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run the docker CLI: {e}"))?;
+        if output.status.success() {
+            Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+        } else {
+            Err(format!(
+                "docker inspect {} failed: {}",
+                self.name,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ))
+        }
+    }
+
     /// Runs a `/bin/sh -c` script as `user`; `args` become `$1`, `$2`, ...
     pub fn sh(&self, user: &str, script: &str, args: &[&str]) -> Result<ExecOutput, String> {
         let mut argv = vec!["/bin/sh", "-c", script, "sh"];
@@ -339,5 +417,137 @@ impl Drop for Container {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
+    }
+}
+
+/// A real `clawrden-warden` on the host running the `mirror` executor for one prisoner
+/// container. Its socket directory is created first so that the container can mount it at
+/// `/run/clawrden` ([`MirrorWarden::mount_arg`]) before the warden binds the socket.
+pub struct MirrorWarden {
+    dir: TempDir,
+    state_dir: PathBuf,
+    socket_dir: PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl fmt::Debug for MirrorWarden {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MirrorWarden")
+            .field("dir", &self.dir.path())
+            .finish()
+    }
+}
+
+impl MirrorWarden {
+    /// A temp dir with the prisoner's socket directory (mode 0755) and a state dir;
+    /// nothing runs yet.
+    pub fn prepare(prisoner: &str) -> MirrorWarden {
+        let dir = TempDir::new("mirror");
+        let socket_dir = dir.path().join("run").join(prisoner);
+        std::fs::create_dir_all(&socket_dir).expect("create the socket dir");
+        let state_dir = dir.path().join("state");
+        std::fs::create_dir_all(&state_dir).expect("create the state dir");
+        MirrorWarden {
+            dir,
+            state_dir,
+            socket_dir,
+            child: None,
+        }
+    }
+
+    /// `-v HOST_SOCKET_DIR:/run/clawrden` for `docker run`.
+    pub fn mount_arg(&self) -> String {
+        format!("{}:/run/clawrden", self.socket_dir.display())
+    }
+
+    /// The state directory (audit under `audit/`).
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
+    /// Starts the warden (`--config`, executors local and mirror) for `prisoner` in
+    /// `container` with `policy`, and waits for its socket to accept.
+    pub fn start(&mut self, prisoner: &str, container: &str, policy: &str) -> Result<(), String> {
+        let bins = binaries();
+        let policy_path = self.dir.path().join("policy.yaml");
+        std::fs::write(&policy_path, policy).map_err(|e| format!("write policy: {e}"))?;
+        let socket = self.socket_dir.join("warden.sock");
+        let config = format!(
+            "policy: {}\nstate_dir: {}\nexecutors: [local, mirror]\nexec_helper: {}\nlog_format: json\nlisten: none\nprisoners:\n  - name: {prisoner}\n    socket: {}\n    container: {container}\n",
+            policy_path.display(),
+            self.state_dir.display(),
+            bins.shim.display(),
+            socket.display(),
+        );
+        let config_path = self.dir.path().join("warden.yaml");
+        std::fs::write(&config_path, config).map_err(|e| format!("write warden.yaml: {e}"))?;
+        let stderr = File::create(self.dir.path().join("warden.stderr"))
+            .map_err(|e| format!("create the warden's stderr file: {e}"))?;
+        let child = Command::new(&bins.warden)
+            .arg("--config")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", bins.warden.display()))?;
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+                return Ok(());
+            }
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Err(format!(
+                        "the warden exited with {status} before listening:\n{}",
+                        self.log()
+                    ));
+                }
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(format!(
+                    "the warden did not listen on {} within 10 s:\n{}",
+                    socket.display(),
+                    self.log()
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the warden (SIGTERM) and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let _ = child.wait();
+        }
+    }
+
+    /// The warden's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("warden.stderr")).unwrap_or_default()
+    }
+
+    /// The audit events written so far.
+    pub fn audit(&self) -> Vec<AuditEvent> {
+        let path = self.state_dir.join("audit").join("audit.jsonl");
+        parse_audit(&std::fs::read_to_string(path).unwrap_or_default())
+    }
+
+    /// Polls the audit (bounded, 20 s) until `want` finds what it looks for.
+    pub fn wait_audit<T>(&self, what: &str, mut want: impl FnMut(&[AuditEvent]) -> Option<T>) -> T {
+        crate::poll_until(what, std::time::Duration::from_secs(20), || {
+            want(&self.audit())
+        })
+    }
+}
+
+impl Drop for MirrorWarden {
+    fn drop(&mut self) {
+        self.stop();
     }
 }

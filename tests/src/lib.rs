@@ -8,6 +8,7 @@
 //! lives in (or `CLAWRDEN_BIN_DIR`). Build them first with `cargo build --workspace --bins`.
 #![forbid(unsafe_code)]
 
+pub mod api;
 mod audit;
 mod bins;
 pub mod docker;

@@ -1,8 +1,8 @@
 //! A real `clawrden-warden` in a temp dir, and the shim symlinks that talk to it.
 
 use std::fs::{self, File};
-use std::os::unix::fs::symlink;
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::symlink;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -271,7 +271,7 @@ impl TestWarden {
                 .sockets
                 .iter()
                 .all(|(_, s)| UnixStream::connect(s).is_ok())
-                && self.api_addr.map_or(true, |a| TcpStream::connect(a).is_ok())
+                && self.api_addr.iter().all(|a| TcpStream::connect(a).is_ok())
             {
                 return;
             }

@@ -1,10 +1,56 @@
 //! What the binary does, as library functions returning its exit status.
 
-use crate::cli::{CheckArgs, RunArgs};
+use std::net::SocketAddr;
+use std::path::Path;
+
+use crate::auth;
+use crate::cli::{CheckArgs, RunArgs, TokenCommand};
 use crate::config;
 use crate::exec_registry::ExecutorRegistry;
 use crate::logging;
 use crate::server::{termination_signal, Warden};
+use crate::store::{Store, Timestamp};
+
+/// Where the HTTP API listens when neither `--listen` nor `listen:` says.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+/// Where the HTTP API should listen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listen {
+    /// `--listen none`.
+    Off,
+    /// Nothing configured: the default address; if it is taken the warden runs without
+    /// the API (and says so), since nobody asked for it explicitly.
+    Default(SocketAddr),
+    /// Asked for: failing to bind it is fatal.
+    Explicit(SocketAddr),
+}
+
+/// Parses the `--listen` / `listen:` value.
+pub fn parse_listen(value: Option<&str>) -> Result<Listen, String> {
+    match value.map(str::trim) {
+        None => Ok(Listen::Default(
+            DEFAULT_LISTEN.parse().expect("default address is valid"),
+        )),
+        Some("none") => Ok(Listen::Off),
+        Some(v) => v.parse().map(Listen::Explicit).map_err(|_| {
+            format!("--listen / listen: {v:?} is not HOST:PORT (e.g. 127.0.0.1:8080) or `none`")
+        }),
+    }
+}
+
+fn read_metrics_token(path: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the metrics token file {}: {e}", path.display()))?;
+    let token = text.trim().to_owned();
+    if token.is_empty() {
+        return Err(format!(
+            "metrics token file {} is empty; put the token /metrics scrapers must send in it",
+            path.display()
+        ));
+    }
+    Ok(token)
+}
 
 /// Bad command line, config or policy (EX_USAGE).
 pub const EXIT_USAGE: u8 = 64;
@@ -55,14 +101,30 @@ pub fn run_daemon(args: &RunArgs) -> u8 {
             return EXIT_USAGE;
         }
     };
-    let executors =
-        match ExecutorRegistry::from_config(&loaded.config.executors, &loaded.config.exec_helper) {
-            Ok(r) => r,
+    let (executors, docker) = match ExecutorRegistry::for_config(&loaded.config) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("clawrden-warden: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let listen = match parse_listen(loaded.config.listen.as_deref()) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("clawrden-warden: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let metrics_token = match &loaded.config.metrics_token_file {
+        Some(p) => match read_metrics_token(p) {
+            Ok(t) => Some(t),
             Err(e) => {
                 eprintln!("clawrden-warden: {e}");
                 return EXIT_USAGE;
             }
-        };
+        },
+        None => None,
+    };
     logging::init(loaded.config.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -75,13 +137,34 @@ pub fn run_daemon(args: &RunArgs) -> u8 {
         }
     };
     runtime.block_on(async move {
-        let warden = match Warden::new(&loaded.config, loaded.policy, executors) {
+        let mut warden = match Warden::new(&loaded.config, loaded.policy, executors) {
             Ok(w) => w,
             Err(e) => {
                 tracing::error!(error = %e, "cannot set up the warden");
+                eprintln!("clawrden-warden: {e}");
                 return EXIT_FAILURE;
             }
         };
+        if let Some(t) = metrics_token {
+            warden.set_metrics_token(t);
+        }
+        if let Some(docker) = &docker {
+            warden.set_prisoner_runtime(ExecutorRegistry::docker_runtime(docker));
+        }
+        match listen {
+            Listen::Off => tracing::info!("HTTP API disabled (--listen none)"),
+            Listen::Default(addr) | Listen::Explicit(addr) => match std::net::TcpListener::bind(addr) {
+                Ok(l) => warden.set_api_listener(l),
+                Err(e) if matches!(listen, Listen::Default(_)) => {
+                    tracing::warn!(addr = %addr, error = %e, "cannot listen on the default HTTP API address; running without the API (pass --listen ADDR to choose another, or --listen none)");
+                }
+                Err(e) => {
+                    tracing::error!(addr = %addr, error = %e, "cannot listen for the HTTP API");
+                    eprintln!("clawrden-warden: cannot listen for the HTTP API on {addr}: {e}");
+                    return EXIT_FAILURE;
+                }
+            },
+        }
         let stop = match termination_signal() {
             Ok(s) => s,
             Err(e) => {
@@ -100,4 +183,97 @@ pub fn run_daemon(args: &RunArgs) -> u8 {
         bound.serve(stop).await;
         0
     })
+}
+
+/// `token create|list|revoke`: works offline on the state directory's database.
+pub fn token_command(cmd: &TokenCommand) -> u8 {
+    let state_dir = match cmd {
+        TokenCommand::Create { state_dir, .. }
+        | TokenCommand::List { state_dir }
+        | TokenCommand::Revoke { state_dir, .. } => state_dir,
+    };
+    let store = match Store::open(state_dir) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("clawrden-warden: {e}");
+            return EXIT_FAILURE;
+        }
+    };
+    let now = Timestamp::now();
+    match cmd {
+        TokenCommand::Create { name, scope, .. } => {
+            match auth::create_token(&store, name, *scope, now) {
+                Ok((record, secret)) => {
+                    println!("{}", secret.expose());
+                    eprintln!(
+                        "created token {:?} (id {}, scope {}); it is shown only this once",
+                        record.name, record.id, record.scope
+                    );
+                    0
+                }
+                Err(e) => {
+                    eprintln!("clawrden-warden: {e}");
+                    EXIT_FAILURE
+                }
+            }
+        }
+        TokenCommand::List { .. } => match store.list_tokens() {
+            Ok(tokens) => {
+                println!(
+                    "{:<6} {:<24} {:<8} {:<25} {:<25} REVOKED",
+                    "ID", "NAME", "SCOPE", "CREATED", "LAST USED"
+                );
+                let t =
+                    |x: Option<Timestamp>| x.map_or("-".to_owned(), crate::control::time::rfc3339);
+                for tok in tokens {
+                    println!(
+                        "{:<6} {:<24} {:<8} {:<25} {:<25} {}",
+                        tok.id,
+                        tok.name,
+                        tok.scope,
+                        crate::control::time::rfc3339(tok.created_at),
+                        t(tok.last_used_at),
+                        t(tok.revoked_at)
+                    );
+                }
+                0
+            }
+            Err(e) => {
+                eprintln!("clawrden-warden: {e}");
+                EXIT_FAILURE
+            }
+        },
+        TokenCommand::Revoke { id, .. } => {
+            let found = match store.list_tokens() {
+                Ok(list) => list
+                    .into_iter()
+                    .find(|t| t.id.to_string() == *id || t.name == *id),
+                Err(e) => {
+                    eprintln!("clawrden-warden: {e}");
+                    return EXIT_FAILURE;
+                }
+            };
+            let Some(token) = found else {
+                eprintln!("clawrden-warden: no token with id or name {id:?}; see `clawrden-warden token list --state-dir {}`", state_dir.display());
+                return EXIT_FAILURE;
+            };
+            match store.revoke_token(&token.name, now) {
+                Ok(true) => {
+                    println!("revoked token {:?} (id {})", token.name, token.id);
+                    0
+                }
+                Ok(false) => {
+                    println!(
+                        "token {:?} (id {}) was already revoked",
+                        token.name, token.id
+                    );
+                    0
+                }
+                Err(e) => {
+                    eprintln!("clawrden-warden: {e}");
+                    EXIT_FAILURE
+                }
+            }
+        }
+    }
 }

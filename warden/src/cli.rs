@@ -24,7 +24,8 @@ pub struct Cli {
 pub struct RunArgs {
     /// Read everything from this warden.yaml instead of the flags below.
     #[arg(long, value_name = "FILE", conflicts_with_all = [
-        "policy", "state_dir", "socket", "executor", "prisoner", "exec_helper", "stream_only"
+        "policy", "state_dir", "socket", "executor", "prisoner", "exec_helper", "stream_only",
+        "listen", "metrics_token_file"
     ])]
     pub config: Option<PathBuf>,
     /// The policy file (reloaded on change and on SIGHUP).
@@ -51,6 +52,12 @@ pub struct RunArgs {
     /// Never run commands on the shim's passed file descriptors; always stream frames.
     #[arg(long)]
     pub stream_only: bool,
+    /// Serve the HTTP API on ADDR (HOST:PORT), or `none` for no API [default: 127.0.0.1:8080].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Require `Authorization: Bearer <the token in FILE>` on GET /metrics.
+    #[arg(long, value_name = "FILE")]
+    pub metrics_token_file: Option<PathBuf>,
 }
 
 /// Subcommands.
@@ -59,6 +66,38 @@ pub enum Command {
     /// Validate a warden.yaml (and the policy it names) or a policy file, then exit:
     /// 0 if valid, 64 with FILE:LINE:COLUMN if not.
     CheckConfig(CheckArgs),
+    /// Manage API tokens offline, directly in the state directory's database.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+/// `token create|list|revoke`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token and print it once on stdout.
+    Create {
+        /// The warden's state directory.
+        #[arg(long, value_name = "DIR")]
+        state_dir: PathBuf,
+        /// Name recorded as the actor of everything the token does (A-Z a-z 0-9 . _ -).
+        #[arg(long, value_name = "NAME")]
+        name: String,
+        /// read, approve or admin.
+        #[arg(long, value_name = "SCOPE")]
+        scope: crate::auth::Scope,
+    },
+    /// List tokens (never their secrets).
+    List {
+        #[arg(long, value_name = "DIR")]
+        state_dir: PathBuf,
+    },
+    /// Revoke a token by id or name.
+    Revoke {
+        #[arg(long, value_name = "DIR")]
+        state_dir: PathBuf,
+        /// Token id or name.
+        id: String,
+    },
 }
 
 /// What `check-config` checks.

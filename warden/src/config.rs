@@ -18,13 +18,22 @@ pub const DEFAULT_PRISONER: &str = "default";
 /// Longest socket path `sun_path` holds (108 bytes with the NUL).
 pub const MAX_SOCKET_PATH: usize = 107;
 /// Executors implemented by this build.
-pub const AVAILABLE_EXECUTORS: &[ExecutorName] = &[ExecutorName::Local];
+pub const AVAILABLE_EXECUTORS: &[ExecutorName] = &[ExecutorName::Local, ExecutorName::Mirror];
 
-/// One prisoner: its name and the socket only it can reach.
+/// One prisoner: its name, the socket only it can reach and, when it is a container, the
+/// container's name or id (default: the prisoner's name).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PrisonerSocket {
     pub name: String,
     pub socket: PathBuf,
+    pub container: Option<String>,
+}
+
+impl PrisonerSocket {
+    /// The Docker container the mirror executor and the runtime act on.
+    pub fn container_name(&self) -> &str {
+        self.container.as_deref().unwrap_or(&self.name)
+    }
 }
 
 /// A fully checked configuration.
@@ -37,6 +46,15 @@ pub struct WardenConfig {
     pub log_format: LogFormat,
     pub stream_only: bool,
     pub prisoners: Vec<PrisonerSocket>,
+    /// The Docker engine (`unix://...` or `tcp://...`); default `DOCKER_HOST`, else
+    /// `unix:///var/run/docker.sock`.
+    pub docker_host: Option<String>,
+    /// Address of the HTTP API (`--listen`, `listen:`): `HOST:PORT`, or `none` for no
+    /// API; unset means the default `127.0.0.1:8080`.
+    pub listen: Option<String>,
+    /// File holding the bearer token `GET /metrics` requires (`--metrics-token-file`,
+    /// `metrics_token_file:`); unset: /metrics is open.
+    pub metrics_token_file: Option<PathBuf>,
 }
 
 /// A config (or policy) that cannot be used.
@@ -88,6 +106,9 @@ struct FileConfig {
     #[serde(default)]
     stream_only: bool,
     prisoners: Vec<FilePrisoner>,
+    docker_host: Option<String>,
+    listen: Option<String>,
+    metrics_token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -95,6 +116,7 @@ struct FileConfig {
 struct FilePrisoner {
     name: String,
     socket: PathBuf,
+    container: Option<String>,
 }
 
 fn default_executors() -> Vec<ExecutorName> {
@@ -252,7 +274,14 @@ pub fn from_flags(args: &RunArgs) -> Result<WardenConfig, ConfigError> {
                 .clone()
                 .unwrap_or_else(|| DEFAULT_PRISONER.to_owned()),
             socket,
+            container: None,
         }],
+        docker_host: None,
+        listen: args.listen.clone(),
+        metrics_token_file: args
+            .metrics_token_file
+            .as_deref()
+            .map(|p| absolute(p, None)),
     };
     validate(&config, &Origin::Flags)?;
     Ok(config)
@@ -296,8 +325,12 @@ pub fn parse_file(path: &Path, src: &str) -> Result<WardenConfig, ConfigError> {
             .map(|p| PrisonerSocket {
                 name: p.name,
                 socket: absolute(&p.socket, base),
+                container: p.container,
             })
             .collect(),
+        docker_host: raw.docker_host,
+        listen: raw.listen,
+        metrics_token_file: raw.metrics_token_file.map(|p| absolute(&p, base)),
     };
     validate(&config, &Origin::File { path, src })?;
     Ok(config)
@@ -319,7 +352,30 @@ fn valid_prisoner_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
+/// A Docker container name (`[a-zA-Z0-9][a-zA-Z0-9_.-]*`) or id.
+fn valid_container_name(name: &str) -> bool {
+    (1..=128).contains(&name.len())
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
 fn validate(c: &WardenConfig, origin: &Origin<'_>) -> Result<(), ConfigError> {
+    if let Some(host) = &c.docker_host {
+        let supported = ["unix:///", "tcp://", "http://"]
+            .iter()
+            .any(|scheme| host.starts_with(scheme));
+        if !supported {
+            return Err(origin.error(
+                "docker_host",
+                "--config",
+                host,
+                0,
+                format!("docker_host {host:?} is not supported: use unix:///path/to/docker.sock or tcp://HOST:PORT"),
+            ));
+        }
+    }
     if c.prisoners.is_empty() {
         return Err(origin.error(
             "prisoners",
@@ -354,6 +410,19 @@ fn validate(c: &WardenConfig, origin: &Origin<'_>) -> Result<(), ConfigError> {
                     p.name
                 ),
             ));
+        }
+        if let Some(container) = &p.container {
+            if !valid_container_name(container) {
+                return Err(origin.error(
+                    "container",
+                    "--config",
+                    container,
+                    0,
+                    format!(
+                        "invalid container {container:?}: give the container's name or id (letters, digits, '.', '_' or '-')"
+                    ),
+                ));
+            }
         }
         let sock = p.socket.to_string_lossy();
         let same_socket = c.prisoners[..i]
@@ -399,7 +468,7 @@ fn validate(c: &WardenConfig, origin: &Origin<'_>) -> Result<(), ConfigError> {
                 e.as_str(),
                 0,
                 format!(
-                    "executor {} is not available in this build of the warden (available: local); remove it",
+                    "executor {} is not available in this build of the warden (available: local, mirror); remove it",
                     e.as_str()
                 ),
             ));

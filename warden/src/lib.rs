@@ -7,12 +7,16 @@
 //! do not wrap safely.
 #![deny(unsafe_code)]
 
+pub mod api;
 pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod control;
+pub mod dashboard;
+pub mod docker;
 pub mod env;
 pub mod exec_registry;
 pub mod executor;

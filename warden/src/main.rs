@@ -22,6 +22,7 @@ fn main() -> ExitCode {
     };
     let status = match cli.command {
         Some(Command::CheckConfig(args)) => app::check_config(&args),
+        Some(Command::Token(cmd)) => app::token_command(&cmd),
         None => app::run_daemon(&cli.run),
     };
     ExitCode::from(status)

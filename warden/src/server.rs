@@ -14,12 +14,14 @@ use tokio::sync::{mpsc, watch};
 use crate::audit::{Audit, Event, DEFAULT_MAX_SIZE};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{PrisonerSocket, WardenConfig};
+use crate::control::{ControlOptions, ControlPlane, PrisonerConfig, PrisonerRuntime};
 use crate::exec_registry::ExecutorRegistry;
 use crate::ids::IdGenerator;
 use crate::listener::{self, BindError, PrisonerListener};
 use crate::logging::LogLimiter;
 use crate::policy_store::{self, PolicyStore};
 use crate::session::{SessionLimits, SessionShared};
+use crate::store::Store;
 
 /// Protocol-error warnings let through per prisoner socket per minute.
 const PROTOCOL_WARNINGS_PER_MINUTE: u32 = 10;
@@ -36,6 +38,8 @@ pub struct Warden {
     clock: Arc<dyn Clock>,
     limits: SessionLimits,
     stream_only: bool,
+    control: Arc<ControlPlane>,
+    api: Option<std::net::TcpListener>,
 }
 
 impl std::fmt::Debug for Warden {
@@ -74,6 +78,26 @@ impl Warden {
             policy,
             Some(audit.clone()),
         ));
+        let store = Store::open(&config.state_dir).map_err(io::Error::other)?;
+        let control = ControlPlane::start(ControlOptions {
+            state_dir: config.state_dir.clone(),
+            store: Arc::new(store),
+            audit: audit.clone(),
+            policy: policy.clone(),
+            clock: clock.clone(),
+            prisoners: config
+                .prisoners
+                .iter()
+                .map(|p| PrisonerConfig {
+                    name: p.name.clone(),
+                    socket: p.socket.display().to_string(),
+                    container: p.container.clone(),
+                })
+                .collect(),
+            runtime: None,
+            metrics_token: None,
+        })
+        .map_err(|e| io::Error::other(format!("cannot start the control plane: {e}")))?;
         Ok(Warden {
             prisoners: config.prisoners.clone(),
             policy,
@@ -83,7 +107,29 @@ impl Warden {
             clock,
             limits: SessionLimits::default(),
             stream_only: config.stream_only,
+            control,
+            api: None,
         })
+    }
+
+    /// The control plane (approvals, lockdown, tokens, events, metrics).
+    pub fn control(&self) -> Arc<ControlPlane> {
+        self.control.clone()
+    }
+
+    /// Serves the HTTP API on this (already bound) listener while the warden runs.
+    pub fn set_api_listener(&mut self, listener: std::net::TcpListener) {
+        self.api = Some(listener);
+    }
+
+    /// Kill/pause/resume of prisoner containers goes through this runtime.
+    pub fn set_prisoner_runtime(&mut self, runtime: Arc<dyn PrisonerRuntime>) {
+        self.control.set_runtime(Some(runtime));
+    }
+
+    /// `GET /metrics` requires `Authorization: Bearer <token>`.
+    pub fn set_metrics_token(&mut self, token: String) {
+        self.control.set_metrics_token(Some(token));
     }
 
     /// Overrides the session time limits.
@@ -140,11 +186,21 @@ pub struct BoundWarden {
 }
 
 impl BoundWarden {
+    /// The control plane.
+    pub fn control(&self) -> Arc<ControlPlane> {
+        self.warden.control.clone()
+    }
+
+    /// Address of the HTTP API, when it is served.
+    pub fn api_addr(&self) -> Option<std::net::SocketAddr> {
+        self.warden.api.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
     /// Serves until `shutdown` resolves, then stops accepting, cancels running commands,
     /// waits for sessions to end, flushes the audit and removes the socket files.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
         let BoundWarden {
-            warden,
+            mut warden,
             listeners,
             file_watcher,
         } = self;
@@ -166,9 +222,24 @@ impl BoundWarden {
                     .collect::<Vec<_>>(),
             )
             .with("executors", warden.executors.names());
-        if let Err(e) = warden.audit.record(&started) {
+        if let Err(e) = warden.control.record(&started) {
             tracing::error!(error = %e, "cannot write audit event");
         }
+        let abandoned = warden.control.abandoned_at_start();
+        if abandoned.requests > 0 || abandoned.approvals > 0 {
+            let _ = warden.control.record(
+                &Event::control()
+                    .with("control", "abandoned")
+                    .with("by", "warden")
+                    .with(
+                        "reason",
+                        "warden restarted while they were pending or running",
+                    )
+                    .with("requests", abandoned.requests)
+                    .with("approvals", abandoned.approvals),
+            );
+        }
+        let policy_watch = warden.control.spawn_policy_watch();
 
         let mut background = Vec::new();
         match policy_store::spawn_sighup_handler(warden.policy.clone(), stop_rx.clone()) {
@@ -193,6 +264,7 @@ impl BoundWarden {
                     Duration::from_secs(60),
                 )),
                 shutdown: stop_rx.clone(),
+                control: warden.control.clone(),
             });
             serving.push(tokio::spawn(l.serve(
                 shared,
@@ -201,8 +273,43 @@ impl BoundWarden {
             )));
         }
         drop(alive_tx);
+        warden.control.set_sockets_ready(true);
+
+        let api = match warden.api.take() {
+            None => None,
+            Some(std_listener) => {
+                let addr = std_listener.local_addr().ok();
+                match std_listener
+                    .set_nonblocking(true)
+                    .and_then(|()| tokio::net::TcpListener::from_std(std_listener))
+                {
+                    Ok(listener) => {
+                        tracing::info!(addr = ?addr, "HTTP API listening");
+                        let mut stop = stop_rx.clone();
+                        let stopped = async move {
+                            while !*stop.borrow_and_update() {
+                                if stop.changed().await.is_err() {
+                                    return;
+                                }
+                            }
+                        };
+                        let control = warden.control.clone();
+                        Some(tokio::spawn(async move {
+                            if let Err(e) = crate::api::serve(listener, control, stopped).await {
+                                tracing::error!(error = %e, "HTTP API failed");
+                            }
+                        }))
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot serve the HTTP API");
+                        None
+                    }
+                }
+            }
+        };
 
         shutdown.await;
+        warden.control.set_sockets_ready(false);
         tracing::info!("shutting down: no new calls; cancelling running commands");
         let _ = stop_tx.send(true);
         let mut sockets: Vec<(PathBuf, (u64, u64))> = Vec::new();
@@ -225,15 +332,19 @@ impl BoundWarden {
         for h in background {
             let _ = h.await;
         }
+        if let Some(api) = api {
+            if tokio::time::timeout(SHUTDOWN_WAIT, api).await.is_err() {
+                tracing::warn!("HTTP API did not stop in time; exiting anyway");
+            }
+        }
+        policy_watch.abort();
+        warden.control.observe_reloads();
         if let Some(w) = file_watcher {
             let _ = tokio::task::spawn_blocking(move || w.stop()).await;
         }
-        if let Err(e) = warden
-            .audit
-            .record(&Event::control().with("control", "stop"))
-        {
-            tracing::error!(error = %e, "cannot write audit event");
-        }
+        let _ = warden
+            .control
+            .record(&Event::control().with("control", "stop"));
         if let Err(e) = warden.audit.sync() {
             tracing::error!(error = %e, "cannot flush the audit log");
         }

@@ -13,7 +13,9 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
-use clawrden_policy::{format_duration, Action as PolicyAction, Call, Policy, Verdict};
+use clawrden_policy::{
+    format_duration, shell_quote, Action as PolicyAction, Call, Policy, Verdict,
+};
 use clawrden_protocol::{
     write_chunks, Action, Decision, ErrorKind, Kind, Message, ProtocolError, Request,
     MAX_IO_PAYLOAD,
@@ -27,12 +29,16 @@ use tracing::Instrument;
 
 use crate::audit::{Audit, Event, EventKind};
 use crate::clock::Clock;
+use crate::control::{ApprovalMsg, ControlPlane};
 use crate::exec_registry::ExecutorRegistry;
 use crate::executor::{ExecIo, ExecRequest, Outcome, StreamIn, StreamOut};
 use crate::frames::{bounded, send, FrameReader, RecvError};
 use crate::ids::IdGenerator;
 use crate::logging::{LogLimiter, LogPermit};
 use crate::policy_store::PolicyStore;
+use crate::store::{
+    Action as StoreAction, ExitStatus, NewApproval, NewRequest, RequestState, Timestamp,
+};
 
 /// Most bytes of output written to the shim in one `write`.
 const MAX_COALESCED: usize = 256 * 1024;
@@ -83,6 +89,8 @@ pub struct SessionShared {
     pub protocol_log: Arc<LogLimiter>,
     /// Turns true when the warden shuts down.
     pub shutdown: watch::Receiver<bool>,
+    /// Approvals, lockdown, running-command registry, metrics and events.
+    pub control: Arc<ControlPlane>,
 }
 
 impl std::fmt::Debug for SessionShared {
@@ -313,11 +321,13 @@ fn event_for(kind: EventKind, id: &str) -> Event {
 }
 
 impl CallSession<'_> {
-    fn audit(&self) -> &Audit {
-        &self.shared.audit
+    fn control(&self) -> &ControlPlane {
+        &self.shared.control
     }
 
-    async fn handle(mut self) {
+    async fn handle(self) {
+        let began = Instant::now();
+        let control = self.shared.control.clone();
         let policy = self.shared.policy.current();
         let verdict = policy.decide(&Call {
             argv: &self.request.argv,
@@ -327,9 +337,14 @@ impl CallSession<'_> {
         });
         let executor_name = verdict.executor.to_string();
         let executor = self.shared.executors.get(&executor_name);
-        let (decided, reason) = match verdict.action {
-            PolicyAction::Deny => (Decided::Deny, verdict.reason.clone()),
-            PolicyAction::Allow | PolicyAction::Ask if executor.is_none() => {
+        // Lockdown and paused/killed prisoners come before the policy.
+        let gate = control.gate(&self.shared.prisoner);
+        let (decided, reason, rule) = match (&gate, verdict.action) {
+            (Some(g), _) => (Decided::Deny, g.clone(), None),
+            (None, PolicyAction::Deny) => {
+                (Decided::Deny, verdict.reason.clone(), verdict.rule.clone())
+            }
+            (None, PolicyAction::Allow | PolicyAction::Ask) if executor.is_none() => {
                 let who = match &verdict.rule {
                     Some(r) => format!("rule {r}"),
                     None => "the policy default".to_owned(),
@@ -337,44 +352,179 @@ impl CallSession<'_> {
                 (
                     Decided::Deny,
                     format!("{who} wants executor {executor_name}, which this warden does not run"),
+                    verdict.rule.clone(),
                 )
             }
-            PolicyAction::Allow => (Decided::Allow, verdict.reason.clone()),
-            PolicyAction::Ask => (Decided::Ask, verdict.reason.clone()),
+            (None, PolicyAction::Allow) => {
+                (Decided::Allow, verdict.reason.clone(), verdict.rule.clone())
+            }
+            (None, PolicyAction::Ask) => {
+                (Decided::Ask, verdict.reason.clone(), verdict.rule.clone())
+            }
         };
+        let grant = if decided == Decided::Ask {
+            control
+                .use_grant(&self.shared.prisoner, &self.request.argv, &self.request.cwd)
+                .await
+        } else {
+            None
+        };
+        let metrics = control.metrics();
+        metrics.decision_duration(began.elapsed());
+        metrics.request_decided(
+            &self.shared.prisoner,
+            self.request.argv.first().map_or(&[][..], |a| a),
+            decided.as_str(),
+        );
         let program = String::from_utf8_lossy(self.request.argv.first().map_or(&[][..], |a| a));
         tracing::info!(
             program = %bounded(&program),
             action = decided.as_str(),
-            rule = verdict.rule.as_deref().unwrap_or("-"),
+            rule = rule.as_deref().unwrap_or("-"),
             executor = %executor_name,
+            grant = grant.as_ref().map(|g| g.id),
             "decided"
         );
 
-        if let Err(e) = self.record_request_and_decision(&policy, &verdict, decided, &reason) {
+        let mut audited =
+            self.record_request_and_decision(&policy, &verdict, &rule, decided, &reason);
+        if let (Ok(()), Some(g)) = (&audited, &grant) {
+            audited = control
+                .record(
+                    &event_for(EventKind::Approval, &self.request_id)
+                        .with("action", "allow")
+                        .with("approver", format!("grant:{}", g.id))
+                        .with("reason", format!("grant {}", g.id))
+                        .with("grant_id", g.id),
+                )
+                .map(|_| ());
+        }
+        if let Err(e) = audited {
             let reason = format!("audit log unavailable: {e}");
             tracing::error!(error = %e, "audit log unavailable; denying");
-            self.send_decision(Action::Deny, &reason, None, false).await;
+            let _ = self
+                .persist(
+                    &policy,
+                    &rule,
+                    decided,
+                    &reason,
+                    &executor_name,
+                    RequestState::Denied,
+                )
+                .await;
+            let mut this = self;
+            this.send_decision(Action::Deny, &reason, None, false).await;
             return;
         }
-        match decided {
-            Decided::Deny => {
-                self.send_decision(Action::Deny, &reason, verdict.rule.clone(), false)
-                    .await;
-            }
-            Decided::Ask => self.wait_for_approval(&policy, &verdict, &reason).await,
-            Decided::Allow => {
-                let executor = executor.expect("checked above");
-                self.execute(executor, verdict, &executor_name, &reason)
-                    .await;
+        let state = match (decided, &grant) {
+            (Decided::Deny, _) => RequestState::Denied,
+            (Decided::Allow, _) | (Decided::Ask, Some(_)) => RequestState::Running,
+            (Decided::Ask, None) => RequestState::Pending,
+        };
+        if let Err(e) = self
+            .persist(&policy, &rule, decided, &reason, &executor_name, state)
+            .await
+        {
+            if decided != Decided::Deny {
+                let reason = format!("state store unavailable: {e}");
+                tracing::error!(error = %e, "cannot record the request; denying");
+                let _ = control.record(
+                    &event_for(EventKind::Error, &self.request_id).with("error", reason.as_str()),
+                );
+                let mut this = self;
+                this.send_decision(Action::Deny, &reason, rule, false).await;
+                return;
             }
         }
+        let by = match (&gate, &grant) {
+            (Some(_), _) => "control".to_owned(),
+            (None, Some(g)) => format!("grant:{}", g.id),
+            (None, None) => "policy".to_owned(),
+        };
+        if state != RequestState::Pending {
+            let (action, reason) = match &grant {
+                Some(g) => ("allow", format!("grant {}", g.id)),
+                None => (decided.as_str(), reason.clone()),
+            };
+            control.emit(
+                "request.decided",
+                serde_json::json!({ "id": self.request_id, "action": action, "reason": reason, "by": by }),
+            );
+        }
+        match (decided, grant) {
+            (Decided::Deny, _) => {
+                let mut this = self;
+                this.send_decision(Action::Deny, &reason, rule, false).await;
+            }
+            (Decided::Allow, _) => {
+                let executor = executor.expect("checked above");
+                self.execute(executor, verdict, &executor_name, &reason, None)
+                    .await;
+            }
+            (Decided::Ask, Some(g)) => {
+                let executor = executor.expect("checked above");
+                let reason = format!("grant {}", g.id);
+                self.execute(executor, verdict, &executor_name, &reason, None)
+                    .await;
+            }
+            (Decided::Ask, None) => {
+                let executor = executor.expect("checked above");
+                self.wait_for_approval(&policy, verdict, executor, &executor_name)
+                    .await
+            }
+        }
+    }
+
+    /// Records the request in the store in its first state.
+    async fn persist(
+        &self,
+        policy: &Policy,
+        rule: &Option<String>,
+        decided: Decided,
+        reason: &str,
+        executor: &str,
+        state: RequestState,
+    ) -> Result<(), crate::store::StoreError> {
+        let now = Timestamp::from_system_time(self.shared.clock.now());
+        let r = &self.request;
+        let new = NewRequest {
+            id: self.request_id.clone(),
+            prisoner: self.shared.prisoner.clone(),
+            uid: self.peer.uid,
+            gid: self.peer.gid,
+            pid: self.peer.pid.unwrap_or(0),
+            argv: r.argv.clone(),
+            cwd: r.cwd.clone(),
+            env_names: crate::env::names(&r.env),
+            rule: rule.clone(),
+            action: Some(match decided {
+                Decided::Allow => StoreAction::Allow,
+                Decided::Deny => StoreAction::Deny,
+                Decided::Ask => StoreAction::Ask,
+            }),
+            reason: Some(reason.to_owned()),
+            executor: Some(executor.to_owned()),
+            state,
+            created_at: now,
+            decided_at: (state != RequestState::Pending).then_some(now),
+            parent_request: r.parent_request.clone(),
+            policy_sha256: Some(policy.sha256().to_owned()),
+        };
+        let result = self
+            .control()
+            .with_store(move |s| s.insert_request(&new))
+            .await;
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "cannot record the request in the state store");
+        }
+        result
     }
 
     fn record_request_and_decision(
         &self,
         policy: &Policy,
         verdict: &Verdict,
+        rule: &Option<String>,
         decided: Decided,
         reason: &str,
     ) -> Result<(), crate::audit::AuditError> {
@@ -389,23 +539,17 @@ impl CallSession<'_> {
             .with_bytes("tool_path", &r.tool_path)
             .with_byte_list("env_names", &crate::env::names(&r.env))
             .with("parent_request", r.parent_request.clone());
-        self.audit().record(&request)?;
+        self.control().record(&request)?;
         let decision = event_for(EventKind::Decision, &self.request_id)
             .with("prisoner", self.shared.prisoner.as_str())
-            .with("rule", verdict.rule.clone())
+            .with("rule", rule.clone())
             .with("action", decided.as_str())
             .with("reason", reason)
             .with("executor", verdict.executor.to_string())
             .with("policy_sha256", policy.sha256())
             .with("timeout_ms", duration_ms(verdict.timeout));
-        self.audit().record(&decision)?;
+        self.control().record(&decision)?;
         Ok(())
-    }
-
-    fn record(&self, event: Event) {
-        if let Err(e) = self.audit().record(&event) {
-            tracing::error!(error = %e, event = event.kind().as_str(), "cannot write audit event");
-        }
     }
 
     async fn send_decision(
@@ -425,54 +569,102 @@ impl CallSession<'_> {
         send(&mut self.wr, &msg).await.is_ok()
     }
 
-    /// `ask`: pending, then (no approvals store yet) a deny when approval_timeout passes.
-    async fn wait_for_approval(&mut self, policy: &Policy, verdict: &Verdict, reason: &str) {
+    /// `ask`: the request waits in the approval queue until a person approves or denies
+    /// it, `approval_timeout` passes, the shim goes away, or the warden shuts down.
+    async fn wait_for_approval(
+        mut self,
+        policy: &Policy,
+        verdict: Verdict,
+        executor: Arc<dyn crate::executor::Executor>,
+        executor_name: &str,
+    ) {
+        let control = self.shared.control.clone();
         let timeout = policy.approval_timeout();
-        let approval_id = self.request_id.clone();
+        let id = self.request_id.clone();
+        let now = Timestamp::from_system_time(self.shared.clock.now());
+        let approval = NewApproval {
+            id: id.clone(),
+            request_id: id.clone(),
+            created_at: now,
+            expires_at: now.plus(timeout),
+        };
+        if let Err(e) = control
+            .with_store(move |s| s.create_approval(&approval))
+            .await
+        {
+            let reason = format!("state store unavailable: {e}");
+            tracing::error!(error = %e, "cannot open the approval; denying");
+            let rid = id.clone();
+            let _ = control
+                .with_store(move |s| s.set_request_state(&rid, RequestState::Denied, now))
+                .await;
+            self.send_decision(Action::Deny, &reason, verdict.rule.clone(), false)
+                .await;
+            return;
+        }
+        let mut rx = control.register_waiter(&id, &self.shared.prisoner);
+        let waiting_since = Instant::now();
+        if let Ok(view) = control.get_request(&id).await {
+            control.emit(
+                "request.pending",
+                serde_json::to_value(view).unwrap_or_default(),
+            );
+        }
+        let argv: Vec<String> = self.request.argv.iter().map(|a| shell_quote(a)).collect();
+        let rule_text = match &verdict.rule {
+            Some(r) => format!("rule {r}"),
+            None => "policy default".to_owned(),
+        };
         let pending = Message::Pending {
-            approval_id: approval_id.clone(),
+            approval_id: id.clone(),
             message: bounded(&format!(
-                "approval required: {reason} (times out after {})",
+                "{} in {} ({rule_text}): waiting up to {}",
+                argv.join(" "),
+                shell_quote(&self.request.cwd),
                 format_duration(timeout)
             )),
         };
-        if !self
-            .send_decision(Action::Pending, reason, verdict.rule.clone(), false)
+        const GONE: &str = "shim disconnected while waiting for approval";
+        let told = self
+            .send_decision(
+                Action::Pending,
+                &verdict.reason,
+                verdict.rule.clone(),
+                false,
+            )
             .await
-            || send(&mut self.wr, &pending).await.is_err()
-        {
-            self.record(
-                event_for(EventKind::Cancel, &self.request_id)
-                    .with("reason", "shim disconnected while waiting for approval"),
-            );
+            && send(&mut self.wr, &pending).await.is_ok();
+        // If a decision already took the waiter, the loop below receives it.
+        if !told && control.take_waiter(&id) {
+            control.close_cancelled(&id, GONE).await;
             return;
         }
         let deadline = Instant::now() + timeout;
-        loop {
+        let mut timer_done = false;
+        let mut shim_gone: Option<String> = None;
+        let mut stopping = false;
+        let msg = loop {
             tokio::select! {
-                _ = tokio::time::sleep_until(deadline) => {
-                    let mut reason = format!("approval timed out after {}", format_duration(timeout));
-                    let event = event_for(EventKind::Approval, &self.request_id)
-                        .with("approval_id", approval_id.as_str())
-                        .with("action", "deny")
-                        .with("reason", reason.as_str());
-                    if let Err(e) = self.audit().record(&event) {
-                        tracing::error!(error = %e, "audit log unavailable");
-                        reason = format!("audit log unavailable: {e}");
+                biased;
+                m = &mut rx => break m,
+                _ = tokio::time::sleep_until(deadline), if !timer_done => {
+                    timer_done = true;
+                    if control.take_waiter(&id) {
+                        break Ok(ApprovalMsg::TimedOut);
                     }
-                    tracing::info!(reason = %reason, "approval timed out; denied");
-                    self.send_decision(Action::Deny, &reason, verdict.rule.clone(), false).await;
-                    return;
                 }
-                _ = shutdown_signalled(&mut self.shutdown) => {
-                    self.record(event_for(EventKind::Cancel, &self.request_id).with("reason", "warden shutting down"));
-                    let _ = send(&mut self.wr, &Message::Error {
-                        kind: ErrorKind::Cancelled,
-                        message: "cancelled: warden shutting down".to_owned(),
-                    }).await;
-                    return;
+                _ = shutdown_signalled(&mut self.shutdown), if !stopping => {
+                    stopping = true;
+                    if control.take_waiter(&id) {
+                        control.close_cancelled(&id, "warden shutting down").await;
+                        let _ = send(&mut self.wr, &Message::Error {
+                            kind: ErrorKind::Cancelled,
+                            message: "cancelled: warden shutting down".to_owned(),
+                        }).await;
+                        return;
+                    }
                 }
-                r = self.reader.next(self.rd.as_ref()) => {
+                r = self.reader.next(self.rd.as_ref()), if shim_gone.is_none() => {
                     let error = match r {
                         Ok(Some(Message::Signal(_) | Message::Resize { .. })) => continue,
                         Ok(Some(other)) => ProtocolError::Unexpected {
@@ -482,21 +674,86 @@ impl CallSession<'_> {
                         .to_string(),
                         Ok(None) | Err(RecvError::Io(_)) => {
                             tracing::info!("shim disconnected while waiting for approval");
-                            self.record(
-                                event_for(EventKind::Cancel, &self.request_id)
-                                    .with("reason", "shim disconnected while waiting for approval"),
-                            );
-                            return;
+                            if control.take_waiter(&id) {
+                                control.close_cancelled(&id, GONE).await;
+                                return;
+                            }
+                            shim_gone = Some(GONE.to_owned());
+                            continue;
                         }
                         Err(e) => e.to_string(),
                     };
-                    self.record(
-                        event_for(EventKind::Cancel, &self.request_id)
-                            .with("reason", format!("protocol error: {error}")),
-                    );
+                    let reason = format!("protocol error: {error}");
                     refuse(self.shared, &mut self.wr, ErrorKind::Protocol, &error).await;
+                    if control.take_waiter(&id) {
+                        control.close_cancelled(&id, &reason).await;
+                        return;
+                    }
+                    shim_gone = Some(reason);
+                }
+            }
+        };
+        control.metrics().approval_wait(waiting_since.elapsed());
+        match msg {
+            Ok(ApprovalMsg::Approved { by, started }) => {
+                if let Some(reason) =
+                    shim_gone.or(stopping.then(|| "warden shutting down".to_owned()))
+                {
+                    control.close_cancelled(&id, &reason).await;
                     return;
                 }
+                let at = Timestamp::from_system_time(self.shared.clock.now());
+                let rid = id.clone();
+                if let Err(e) = control
+                    .with_store(move |s| s.set_request_state(&rid, RequestState::Running, at))
+                    .await
+                {
+                    let reason = format!("state store unavailable: {e}");
+                    tracing::error!(error = %e, "cannot record the approved request as running; denying");
+                    self.send_decision(Action::Deny, &reason, verdict.rule.clone(), false)
+                        .await;
+                    return;
+                }
+                tracing::info!(approver = %by, "approved");
+                let reason = format!("approved by {by}");
+                self.execute(executor, verdict, executor_name, &reason, Some(started))
+                    .await;
+            }
+            Ok(ApprovalMsg::Denied { reason }) => {
+                tracing::info!(reason = %reason, "denied by a person");
+                self.send_decision(Action::Deny, &reason, verdict.rule.clone(), false)
+                    .await;
+            }
+            Ok(ApprovalMsg::TimedOut) => {
+                let mut reason = format!("approval timed out after {}", format_duration(timeout));
+                if let Err(e) = control.close_expired(&id, &reason).await {
+                    reason = format!("audit log unavailable: {e}");
+                }
+                tracing::info!(reason = %reason, "approval timed out; denied");
+                self.send_decision(Action::Deny, &reason, verdict.rule.clone(), false)
+                    .await;
+            }
+            Ok(ApprovalMsg::Cancelled { reason }) => {
+                let _ = send(
+                    &mut self.wr,
+                    &Message::Error {
+                        kind: ErrorKind::Cancelled,
+                        message: bounded(&format!("cancelled: {reason}")),
+                    },
+                )
+                .await;
+            }
+            Err(_) => {
+                let reason = "the approval was lost inside the warden";
+                control.close_cancelled(&id, reason).await;
+                let _ = send(
+                    &mut self.wr,
+                    &Message::Error {
+                        kind: ErrorKind::Internal,
+                        message: format!("cancelled: {reason}"),
+                    },
+                )
+                .await;
             }
         }
     }
@@ -507,6 +764,7 @@ impl CallSession<'_> {
         verdict: Verdict,
         executor_name: &str,
         reason: &str,
+        started_ack: Option<oneshot::Sender<()>>,
     ) {
         let CallSession {
             shared,
@@ -533,14 +791,30 @@ impl CallSession<'_> {
             rule: verdict.rule.clone(),
             uses_fds,
         });
+        let control = shared.control.clone();
         if send(&mut wr, &decision).await.is_err() {
-            record_to(
-                &shared.audit,
-                event_for(EventKind::Cancel, &request_id)
-                    .with("reason", "shim disconnected before the command started"),
+            let reason = "shim disconnected before the command started";
+            let _ =
+                control.record(&event_for(EventKind::Cancel, &request_id).with("reason", reason));
+            finish_in_store(
+                &control,
+                &request_id,
+                RequestState::Cancelled,
+                None,
+                shared.clock.now(),
+            )
+            .await;
+            control.emit(
+                "request.finished",
+                serde_json::json!({ "id": request_id, "state": "cancelled", "exit_code": null, "signal": null, "duration_ms": 0, "reason": reason }),
             );
             return;
         }
+        if let Some(ack) = started_ack {
+            let _ = ack.send(());
+        }
+        let mut registration = control.register_running(&request_id, &shared.prisoner);
+        let mut control_cancel_seen = false;
         let env = crate::env::scrub(&request.env, &verdict.env, &request_id);
         let exec_request = ExecRequest {
             request_id: request_id.clone(),
@@ -589,7 +863,8 @@ impl CallSession<'_> {
                 s = &mut started_rx, if !started_done => {
                     started_done = true;
                     if let Ok(s) = s {
-                        if let Err(e) = audit_start(&shared.audit, &request_id, executor_name, &s) {
+                        control.emit("request.started", serde_json::json!({ "id": request_id, "pid": s.pid, "executor": executor_name }));
+                        if let Err(e) = audit_start(&control, &request_id, executor_name, &s) {
                             tracing::error!(error = %e, "audit log unavailable; cancelling the command");
                             cancel_reason.get_or_insert_with(|| format!("audit log unavailable: {e}"));
                             let _ = cancel_tx.send(true);
@@ -623,6 +898,18 @@ impl CallSession<'_> {
                     }
                     let _ = cancel_tx.send(true);
                 }
+                changed = registration.cancel.changed(), if !control_cancel_seen => {
+                    control_cancel_seen = true;
+                    let why = match changed {
+                        Ok(()) => registration.cancel.borrow().clone(),
+                        Err(_) => None,
+                    };
+                    if let Some(why) = why {
+                        tracing::info!(reason = %why, "cancelled by the control plane");
+                        cancel_reason.get_or_insert(why);
+                        let _ = cancel_tx.send(true);
+                    }
+                }
                 _ = shutdown_signalled(&mut shutdown), if !shutdown_seen => {
                     shutdown_seen = true;
                     tracing::info!("warden shutting down; cancelling the command");
@@ -634,7 +921,8 @@ impl CallSession<'_> {
         };
         if !started_done {
             if let Ok(s) = started_rx.try_recv() {
-                if let Err(e) = audit_start(&shared.audit, &request_id, executor_name, &s) {
+                control.emit("request.started", serde_json::json!({ "id": request_id, "pid": s.pid, "executor": executor_name }));
+                if let Err(e) = audit_start(&control, &request_id, executor_name, &s) {
                     tracing::error!(error = %e, "cannot write audit event");
                 }
             }
@@ -654,14 +942,46 @@ impl CallSession<'_> {
             }
         }
         drop(reader_task);
-        let duration = duration_ms(began.elapsed());
+        drop(registration);
+        let elapsed = began.elapsed();
+        let duration = duration_ms(elapsed);
+        let metrics = control.metrics();
+        metrics.execution_finished(elapsed);
+        let (state, exit) = match &outcome {
+            Outcome::Exited(c) => (RequestState::Done, Some(ExitStatus::Code(*c))),
+            Outcome::Signaled(s) => (RequestState::Done, Some(ExitStatus::Signal(*s))),
+            Outcome::TimedOut { .. } => {
+                metrics.timeout();
+                (RequestState::TimedOut, None)
+            }
+            Outcome::Cancelled { .. } => (RequestState::Cancelled, None),
+            Outcome::SpawnFailed { not_found, .. } => {
+                if !*not_found {
+                    metrics.error(crate::metrics::ErrorKind::Executor);
+                }
+                (
+                    RequestState::Done,
+                    Some(ExitStatus::Code(if *not_found { 127 } else { 126 })),
+                )
+            }
+        };
         let (event, reply) = outcome_report(&request_id, outcome, cancel_reason, duration);
         tracing::info!(
             outcome = event.kind().as_str(),
             duration_ms = duration,
             "finished"
         );
-        record_to(&shared.audit, event);
+        let _ = control.record(&event);
+        finish_in_store(&control, &request_id, state, exit, shared.clock.now()).await;
+        let (exit_code, signal) = match exit {
+            Some(ExitStatus::Code(c)) => (Some(c), None),
+            Some(ExitStatus::Signal(s)) => (None, Some(s)),
+            None => (None, None),
+        };
+        control.emit(
+            "request.finished",
+            serde_json::json!({ "id": request_id, "state": state.as_str(), "exit_code": exit_code, "signal": signal, "duration_ms": duration }),
+        );
         if !out.peer_gone && !out.error_sent {
             if let Some(reply) = reply {
                 let _ = send(&mut wr, &reply).await;
@@ -670,14 +990,29 @@ impl CallSession<'_> {
     }
 }
 
-fn record_to(audit: &Audit, event: Event) {
-    if let Err(e) = audit.record(&event) {
-        tracing::error!(error = %e, event = event.kind().as_str(), "cannot write audit event");
+/// Moves a running request to its final state in the store.
+async fn finish_in_store(
+    control: &ControlPlane,
+    id: &str,
+    state: RequestState,
+    exit: Option<ExitStatus>,
+    now: std::time::SystemTime,
+) {
+    let at = Timestamp::from_system_time(now);
+    let rid = id.to_owned();
+    let r = control
+        .with_store(move |s| match exit {
+            Some(status) => s.finish_request(&rid, status, at),
+            None => s.set_request_state(&rid, state, at),
+        })
+        .await;
+    if let Err(e) = r {
+        tracing::error!(error = %e, state = state.as_str(), "cannot record how the request ended");
     }
 }
 
 fn audit_start(
-    audit: &Audit,
+    audit: &ControlPlane,
     request_id: &str,
     executor: &str,
     started: &crate::executor::Started,

@@ -142,7 +142,7 @@ async fn ask_is_pending_then_denied_when_approval_times_out() {
             assert_eq!(approval_id, d.request_id);
             assert_eq!(
                 message,
-                "approval required: network access needs a person (times out after 200ms)"
+                "curl https://example.com in /work (rule fetch): waiting up to 200ms"
             );
         }
         other => panic!("expected pending, got {other:?}"),

@@ -1,5 +1,5 @@
-//! The exec-helper's raw process syscalls: fork + exec of the supervised command, and dying
-//! of the same signal as the command did.
+//! The exec-helper's raw process syscalls: fork + exec of the supervised command (dropping
+//! privileges in the child only), and dying of the same signal as the command did.
 //!
 //! Everything the forked child touches is built before `fork()`, so the child runs only
 //! async-signal-safe code: no allocation, no locks, just syscalls on prepared buffers.
@@ -17,9 +17,34 @@ use nix::unistd::Pid;
 /// Highest signal number whose disposition the child resets (covers the real-time range).
 const MAX_SIGNAL: libc::c_int = 64;
 
+/// The identity the child switches to between `fork()` and `exec`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChildCredentials {
+    pub uid: libc::uid_t,
+    pub gid: libc::gid_t,
+    /// Supplementary groups (any order; duplicates allowed).
+    pub groups: Vec<libc::gid_t>,
+}
+
+/// [`ChildCredentials`] prepared for the child: the groups sorted as the kernel keeps them
+/// (so `getgroups` can be compared element by element), a buffer for that check, and the
+/// error prefix.
+struct PreparedCredentials {
+    uid: libc::uid_t,
+    gid: libc::gid_t,
+    groups: Vec<libc::gid_t>,
+    /// Scratch space for `getgroups` in the child (one slot more than expected, so an
+    /// extra group shows up as a longer list instead of an error).
+    groups_check: Vec<libc::gid_t>,
+    /// `clawrden: cannot drop privileges to uid U gid G: `
+    error_prefix: Vec<u8>,
+}
+
 /// Everything the child needs between `fork()` and `exec`, prepared in advance.
 pub struct ExecImage {
     program: CString,
+    /// Dropped to in the child, after the fork and before the exec.
+    credentials: Option<PreparedCredentials>,
     /// The program opened while still privileged; executed with `execveat(AT_EMPTY_PATH)`.
     program_fd: Option<OwnedFd>,
     cwd: Option<CString>,
@@ -82,6 +107,7 @@ impl ExecImage {
         chdir_error_prefix.extend_from_slice(b": ");
         Ok(ExecImage {
             program: program_c,
+            credentials: None,
             program_fd,
             cwd: cwd_c,
             tty,
@@ -95,15 +121,40 @@ impl ExecImage {
     }
 }
 
+impl ExecImage {
+    /// Makes the child drop to `credentials` (setgroups, setgid, setuid, each checked)
+    /// after the fork and before changing directory and executing; the parent keeps its
+    /// own. Without this the child runs with the parent's identity.
+    pub fn drop_privileges_to(&mut self, credentials: &ChildCredentials) {
+        let mut groups = credentials.groups.clone();
+        groups.sort_unstable();
+        let groups_check = vec![0; groups.len() + 1];
+        let error_prefix = format!(
+            "clawrden: cannot drop privileges to uid {} gid {}: ",
+            credentials.uid, credentials.gid
+        )
+        .into_bytes();
+        self.credentials = Some(PreparedCredentials {
+            uid: credentials.uid,
+            gid: credentials.gid,
+            groups,
+            groups_check,
+            error_prefix,
+        });
+    }
+}
+
 /// Forks; the child becomes a session leader (taking fd 0 as its controlling terminal with
-/// `tty`), gets default signal dispositions and an empty signal mask, changes directory
-/// and executes the image. Returns the child's pid to the parent.
+/// `tty`), gets default signal dispositions, drops privileges (when the image says so),
+/// changes directory, gets an empty signal mask and executes the image. Returns the
+/// child's pid to the parent, whose own credentials never change.
 ///
 /// If the child cannot start the program it writes one line to fd 2 and exits 127 (the
-/// program does not exist) or 126 (any other failure).
+/// program does not exist) or 126 (any other failure, including a privilege drop that
+/// failed or did not stick: the program is then never executed).
 ///
 /// Must be called while the process is single-threaded (the exec-helper always is).
-pub fn spawn(image: &ExecImage) -> nix::Result<Pid> {
+pub fn spawn(image: &mut ExecImage) -> nix::Result<Pid> {
     // SAFETY: the exec-helper is single-threaded when it calls this, and the child branch
     // only calls `child_exec`, which performs async-signal-safe syscalls on buffers that
     // were allocated before the fork and never returns.
@@ -113,8 +164,9 @@ pub fn spawn(image: &ExecImage) -> nix::Result<Pid> {
     }
 }
 
-/// The child side of [`spawn`]. Async-signal-safe: no allocation.
-fn child_exec(image: &ExecImage) -> ! {
+/// The child side of [`spawn`]. Async-signal-safe: no allocation. `image` is the child's
+/// own copy of the parent's memory, so writing into its scratch buffer is private.
+fn child_exec(image: &mut ExecImage) -> ! {
     // SAFETY: setsid takes no pointers; the child of fork() is never a group leader, so it
     // cannot fail with EPERM.
     unsafe { libc::setsid() };
@@ -132,6 +184,10 @@ fn child_exec(image: &ExecImage) -> ! {
         // SIGSTOP, libc-reserved ones) just fail with EINVAL, which is fine.
         unsafe { libc::signal(sig, libc::SIG_DFL) };
     }
+    if let Some(credentials) = &mut image.credentials {
+        child_drop_privileges(credentials);
+    }
+    // After the drop: the directory is entered with the command's own rights.
     if let Some(dir) = &image.cwd {
         // SAFETY: `dir` is a valid NUL-terminated string owned by the image.
         if unsafe { libc::chdir(dir.as_ptr()) } == -1 {
@@ -176,9 +232,50 @@ fn child_exec(image: &ExecImage) -> ! {
     child_fail(&image.exec_error_prefix, status)
 }
 
+/// setgroups, setresgid, setresuid, then checks that every id (real, effective, saved) and
+/// the group list really are the wanted ones; exits 126 otherwise. Async-signal-safe.
+fn child_drop_privileges(c: &mut PreparedCredentials) {
+    // SAFETY: `groups` is a valid array of `groups.len()` gids owned by the image.
+    if unsafe { libc::setgroups(c.groups.len(), c.groups.as_ptr()) } == -1 {
+        child_fail(&c.error_prefix, 126);
+    }
+    // SAFETY: plain integer arguments.
+    if unsafe { libc::setresgid(c.gid, c.gid, c.gid) } == -1 {
+        child_fail(&c.error_prefix, 126);
+    }
+    // SAFETY: plain integer arguments.
+    if unsafe { libc::setresuid(c.uid, c.uid, c.uid) } == -1 {
+        child_fail(&c.error_prefix, 126);
+    }
+    let (mut ruid, mut euid, mut suid) = (0, 0, 0);
+    let (mut rgid, mut egid, mut sgid) = (0, 0, 0);
+    // SAFETY: pointers to locals on the stack.
+    let ids_ok = unsafe {
+        libc::getresuid(&mut ruid, &mut euid, &mut suid) == 0
+            && libc::getresgid(&mut rgid, &mut egid, &mut sgid) == 0
+    };
+    let capacity = libc::c_int::try_from(c.groups_check.len()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: the buffer holds `capacity` gids and is owned by (the child's copy of) the
+    // image; a list longer than that fails with EINVAL, which counts as a mismatch.
+    let count = unsafe { libc::getgroups(capacity, c.groups_check.as_mut_ptr()) };
+    let groups_ok = usize::try_from(count)
+        .is_ok_and(|n| n == c.groups.len() && c.groups_check[..n] == c.groups[..]);
+    let stuck = ids_ok
+        && [ruid, euid, suid] == [c.uid; 3]
+        && [rgid, egid, sgid] == [c.gid; 3]
+        && groups_ok;
+    if !stuck {
+        child_fail_with(&c.error_prefix, b"the new ids did not stick", 126);
+    }
+}
+
 /// Writes `prefix`, the text of the current errno and a newline to fd 2, then `_exit`s.
 fn child_fail(prefix: &[u8], status: libc::c_int) -> ! {
-    let reason = Errno::last().desc().as_bytes();
+    child_fail_with(prefix, Errno::last().desc().as_bytes(), status)
+}
+
+/// Writes `prefix`, `reason` and a newline to fd 2, then `_exit`s.
+fn child_fail_with(prefix: &[u8], reason: &[u8], status: libc::c_int) -> ! {
     for part in [prefix, reason, b"\n"] {
         // SAFETY: writing a valid buffer to fd 2; a failed write cannot be reported anyway.
         unsafe { libc::write(2, part.as_ptr().cast(), part.len()) };
@@ -203,4 +300,43 @@ pub fn die_of_signal(signal: Signal) {
     only.add(signal);
     let _ = only.thread_unblock();
     let _ = nix::sys::signal::raise(signal);
+}
+
+/// If this process leads the session whose controlling terminal is fd 0 (as under
+/// `docker exec --tty`), gives the terminal up with TIOCNOTTY so that the command's new
+/// session can make it its own. The SIGHUP and SIGCONT the kernel then sends to the
+/// foreground process group (this process) are ignored for that moment. Does nothing
+/// when fd 0 is not this session's terminal.
+pub fn release_controlling_terminal() -> nix::Result<()> {
+    let me = nix::unistd::getpid();
+    if nix::unistd::getsid(None)? != me {
+        return Ok(());
+    }
+    let stdin = std::io::stdin();
+    match nix::sys::termios::tcgetsid(&stdin) {
+        Ok(sid) if sid == me => {}
+        _ => return Ok(()),
+    }
+    // SAFETY: installing SIG_IGN involves no handler code; the previous dispositions are
+    // restored right after the ioctl.
+    let (old_hup, old_cont) = unsafe {
+        (
+            libc::signal(libc::SIGHUP, libc::SIG_IGN),
+            libc::signal(libc::SIGCONT, libc::SIG_IGN),
+        )
+    };
+    // SAFETY: TIOCNOTTY takes no argument; fd 0 is open (tcgetsid just succeeded on it).
+    let result = unsafe { libc::ioctl(0, libc::TIOCNOTTY) };
+    let errno = Errno::last();
+    // SAFETY: restoring the dispositions saved above (SIG_DFL or SIG_IGN; the helper
+    // installs no handlers).
+    unsafe {
+        libc::signal(libc::SIGHUP, old_hup);
+        libc::signal(libc::SIGCONT, old_cont);
+    }
+    if result == -1 {
+        Err(errno)
+    } else {
+        Ok(())
+    }
 }

@@ -6,29 +6,38 @@
 //! Starts a warden (allow-all policy, local executor) from the binaries next to this one,
 //! then prints (never asserts) latency of `true` run directly vs through the shim —
 //! sequentially and with 64 concurrent callers — and stream throughput of
-//! `head -c BYTES /dev/zero` through the shim (fd-passing and `--stream-only`) vs a plain pipe.
+//! `head -c BYTES /dev/zero` through the shim (fd-passing and `--stream-only`) vs a plain pipe;
+//! then (`--approval-only` for just this) approval latency through the HTTP API and the
+//! latency of listing a queue of pending asks.
 #![forbid(unsafe_code)]
 
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use clawrden_e2e::api::{raw_ask_send, Api, RawAsk, WAITING_PREFIX};
 use clawrden_e2e::{binaries, direct_command, system_tool, Call, TestWarden};
 
 struct Args {
     runs: usize,
     bytes: u64,
+    approvals: usize,
+    pending: usize,
+    approval_only: bool,
 }
 
-const USAGE: &str =
-    "usage: clawrden-bench [--runs N (default 2000)] [--bytes N (default 1000000000)] [--quick]";
+const USAGE: &str = "usage: clawrden-bench [--runs N (default 2000)] [--bytes N (default 1000000000)] [--quick]\n\
+     \x20                     [--approvals N (default 200)] [--pending N (default 1000)] [--approval-only]";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         runs: 2000,
         bytes: 1_000_000_000,
+        approvals: 200,
+        pending: 1000,
+        approval_only: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -44,6 +53,9 @@ fn parse_args() -> Result<Args, String> {
         match a.as_str() {
             "--runs" => args.runs = value("--runs")? as usize,
             "--bytes" => args.bytes = value("--bytes")?,
+            "--approvals" => args.approvals = value("--approvals")? as usize,
+            "--pending" => args.pending = value("--pending")? as usize,
+            "--approval-only" => args.approval_only = true,
             "--quick" => {
                 args.runs = 200;
                 args.bytes = 100_000_000;
@@ -216,6 +228,10 @@ fn main() -> ExitCode {
     };
     prefer_static_shim();
     machine_facts();
+    if args.approval_only {
+        approval_section(&args);
+        return ExitCode::SUCCESS;
+    }
     let fd_warden = TestWarden::builder().start();
     let stream_warden = TestWarden::builder().stream_only(true).start();
     let true_call = Call::new("true");
@@ -287,5 +303,134 @@ fn main() -> ExitCode {
         let bps = throughput(cmd, args.bytes);
         println!("{:<40} {:>9.0} MB/s", name, bps / 1e6);
     }
+    approval_section(&args);
     ExitCode::SUCCESS
+}
+
+// ---- approvals (the HTTP API and the queue) ----
+
+/// One asked `printf x` approved through the API: returns (approve round trip, time
+/// from the approve response to the command's first output byte). A command that
+/// printed before the response was read counts as zero.
+fn one_approval(w: &TestWarden, approver: &Api) -> (Duration, Duration) {
+    let mut cmd = w.shim_command(&Call::new("printf").arg("x"));
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| fail(&format!("cannot run {cmd:?}: {e}")));
+    let mut stdout = child.stdout.take().unwrap();
+    let first_byte = thread::spawn(move || {
+        let mut b = [0u8; 1];
+        let n = stdout.read(&mut b).unwrap_or(0);
+        let at = Instant::now();
+        let mut rest = Vec::new();
+        let _ = stdout.read_to_end(&mut rest);
+        (n, at)
+    });
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    if stderr.read_line(&mut line).unwrap_or(0) == 0 || !line.starts_with(WAITING_PREFIX) {
+        let _ = child.kill();
+        fail(&format!(
+            "an asked call printed {line:?} instead of `{WAITING_PREFIX}<id>: ...`"
+        ));
+    }
+    let id = line[WAITING_PREFIX.len()..]
+        .split(": ")
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let sent = Instant::now();
+    let r = approver.post(
+        &format!("/api/v1/requests/{id}/approve"),
+        &serde_json::json!({}),
+    );
+    let answered = Instant::now();
+    if r.status != 200 {
+        let _ = child.kill();
+        fail(&format!("approving {id}: {r:?}"));
+    }
+    let (n, at) = first_byte.join().expect("stdout reader");
+    let status = child.wait().unwrap();
+    if n != 1 || !status.success() {
+        fail(&format!(
+            "approved `printf x` ({id}) exited {status} with {n} bytes of output"
+        ));
+    }
+    (answered - sent, at.saturating_duration_since(answered))
+}
+
+fn print_row(name: &str, s: &Stats) {
+    println!(
+        "{:<40} {:>9} {:>9} {:>9}   (n={})",
+        name,
+        ms(s.p50),
+        ms(s.p99),
+        ms(s.mean),
+        s.n
+    );
+}
+
+/// Approval latency over `args.approvals` sequential approvals, then the latency of
+/// listing `args.pending` pending requests.
+fn approval_section(args: &Args) {
+    let w = TestWarden::builder()
+        .policy(
+            "version: 1\ndefault_action: allow\ndefault_timeout: 2m\napproval_timeout: 10m\n\
+             default_executor: local\nrules:\n  - name: ask-printf\n    command: printf\n    action: ask\n",
+        )
+        .api()
+        .start();
+    let admin = Api::of(&w).with_token(w.admin_token());
+    let approver = admin.create_token("bench", "approve");
+    for _ in 0..5 {
+        one_approval(&w, &approver);
+    }
+    println!();
+    println!(
+        "approvals through the HTTP API (ms), {} sequential asks of `printf x`",
+        args.approvals
+    );
+    println!("{:<40} {:>9} {:>9} {:>9}", "", "p50", "p99", "mean");
+    let start = Instant::now();
+    let (round_trips, to_output): (Vec<Duration>, Vec<Duration>) = (0..args.approvals)
+        .map(|_| one_approval(&w, &approver))
+        .unzip();
+    let wall = start.elapsed();
+    print_row("POST approve round trip", &stats(round_trips, wall));
+    print_row(
+        "approve response -> first output byte",
+        &stats(to_output, wall),
+    );
+
+    let cwd = w.dir().to_string_lossy().into_owned();
+    let streams: Vec<_> = (0..args.pending)
+        .map(|i| raw_ask_send(&w.socket, &["printf", &format!("queued-{i}")], &cwd))
+        .collect();
+    let asks: Vec<RawAsk> = streams.into_iter().map(RawAsk::read_pending).collect();
+    let path = format!("/api/v1/requests?state=pending&limit={}", args.pending);
+    let samples: Vec<Duration> = (0..20)
+        .map(|_| {
+            let t = Instant::now();
+            let r = admin.get(&path);
+            let took = t.elapsed();
+            let listed = r.json()["requests"].as_array().map_or(0, Vec::len);
+            if r.status != 200 || listed != args.pending {
+                fail(&format!(
+                    "GET {path}: status {}, {listed} of {} listed",
+                    r.status, args.pending
+                ));
+            }
+            took
+        })
+        .collect();
+    println!();
+    println!(
+        "listing the queue with {} pending (ms), 20 requests",
+        asks.len()
+    );
+    print_row(&format!("GET {path}"), &stats(samples, Duration::ZERO));
+    drop(asks);
 }

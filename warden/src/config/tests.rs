@@ -38,11 +38,13 @@ fn good_file_parses_with_relative_paths_under_its_directory() {
         [
             PrisonerSocket {
                 name: "agent-1".into(),
-                socket: "/run/clawrden/agent-1/warden.sock".into()
+                socket: "/run/clawrden/agent-1/warden.sock".into(),
+                container: None,
             },
             PrisonerSocket {
                 name: "agent-2".into(),
-                socket: "/run/clawrden/agent-2/warden.sock".into()
+                socket: "/run/clawrden/agent-2/warden.sock".into(),
+                container: None,
             }
         ]
     );
@@ -130,7 +132,7 @@ fn executor_not_in_this_build_is_rejected_at_its_position() {
     let e = err("policy: /p\nstate_dir: /s\nexec_helper: /bin/sh\nexecutors: [local, ghost]\nprisoners:\n  - {name: a, socket: /a.sock}\n");
     assert_eq!(
         e,
-        "/etc/clawrden/warden.yaml:4:20: executor ghost is not available in this build of the warden (available: local); remove it"
+        "/etc/clawrden/warden.yaml:4:20: executor ghost is not available in this build of the warden (available: local, mirror); remove it"
     );
 }
 
@@ -185,4 +187,38 @@ fn flag_form_defaults_prisoner_and_executor() {
     assert_eq!(c.prisoners[0].name, "default");
     assert_eq!(c.executors, [ExecutorName::Local]);
     assert_eq!(c.log_format, LogFormat::Pretty);
+}
+
+#[test]
+fn prisoner_container_and_docker_host_are_read_and_container_defaults_to_the_name() {
+    let c = parse(
+        "policy: /p\nstate_dir: /s\nexec_helper: /bin/sh\nexecutors: [local, mirror]\ndocker_host: unix:///var/run/docker.sock\nprisoners:\n  - {name: agent-1, socket: /a.sock, container: clawrden-agent-1}\n  - {name: agent-2, socket: /b.sock}\n",
+    )
+    .unwrap();
+    assert_eq!(c.executors, [ExecutorName::Local, ExecutorName::Mirror]);
+    assert_eq!(
+        c.docker_host.as_deref(),
+        Some("unix:///var/run/docker.sock")
+    );
+    assert_eq!(
+        c.prisoners[0].container.as_deref(),
+        Some("clawrden-agent-1")
+    );
+    assert_eq!(c.prisoners[0].container_name(), "clawrden-agent-1");
+    assert_eq!(c.prisoners[1].container, None);
+    assert_eq!(c.prisoners[1].container_name(), "agent-2");
+}
+
+#[test]
+fn bad_container_name_and_docker_host_name_their_position() {
+    let e = err("policy: /p\nstate_dir: /s\nexec_helper: /bin/sh\nprisoners:\n  - {name: a, socket: /a.sock, container: \"-x y\"}\n");
+    assert_eq!(
+        e,
+        "/etc/clawrden/warden.yaml:5:44: invalid container \"-x y\": give the container's name or id (letters, digits, '.', '_' or '-')"
+    );
+    let e = err("policy: /p\nstate_dir: /s\nexec_helper: /bin/sh\ndocker_host: ssh://h\nprisoners:\n  - {name: a, socket: /a.sock}\n");
+    assert_eq!(
+        e,
+        "/etc/clawrden/warden.yaml:4:14: docker_host \"ssh://h\" is not supported: use unix:///path/to/docker.sock or tcp://HOST:PORT"
+    );
 }

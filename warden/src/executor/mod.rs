@@ -13,6 +13,7 @@
 //!   command instead of growing memory.
 
 pub mod local;
+pub mod mirror;
 
 use std::future::Future;
 use std::os::fd::OwnedFd;

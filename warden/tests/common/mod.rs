@@ -253,7 +253,11 @@ impl TestWarden {
             prisoners: vec![PrisonerSocket {
                 name: "agent-1".into(),
                 socket: socket.clone(),
+                container: None,
             }],
+            docker_host: None,
+            listen: None,
+            metrics_token_file: None,
         };
         let policy = Policy::load(&policy_path).unwrap();
         let mut executors = ExecutorRegistry::new();

@@ -1,0 +1,455 @@
+//! A thin wrapper over the Docker Engine API (bollard): what the mirror executor and the
+//! prisoner runtime need, with errors that name the container and say what to check.
+//!
+//! The engine is reached through `docker_host` from the config, else `DOCKER_HOST`, else
+//! `unix:///var/run/docker.sock`. The API version is negotiated down to the engine's
+//! (Docker 20.10 speaks 1.41).
+
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bollard::container::LogOutput;
+use bollard::exec::{CreateExecOptions, ResizeExecOptions, StartExecOptions, StartExecResults};
+use bollard::query_parameters::KillContainerOptions;
+use futures_util::{Stream, StreamExt};
+use tokio::io::AsyncWrite;
+
+use crate::control::{BoxFuture, PrisonerRuntime};
+
+/// Where the engine is when neither the config nor `DOCKER_HOST` says.
+pub const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
+/// Timeout of one API request (not of an attached exec stream, which lasts as long as the
+/// command).
+const REQUEST_TIMEOUT_SECS: u64 = 30;
+
+/// A Docker API call that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DockerError {
+    #[error("cannot use the Docker engine at {host}: {source}; check docker_host / DOCKER_HOST and that the socket is mounted")]
+    Connect {
+        host: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
+    #[error("container {container} does not exist (or is not running); check the prisoner's `container:` in the warden config")]
+    NoSuchContainer { container: String },
+    #[error("{what} on container {container}: {message}")]
+    Api {
+        what: &'static str,
+        container: String,
+        message: String,
+    },
+}
+
+impl DockerError {
+    fn api(what: &'static str, container: &str, e: bollard::errors::Error) -> DockerError {
+        match e {
+            bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            } => DockerError::NoSuchContainer {
+                container: container.to_owned(),
+            },
+            bollard::errors::Error::DockerResponseServerError { message, .. } => DockerError::Api {
+                what,
+                container: container.to_owned(),
+                message,
+            },
+            other => DockerError::Api {
+                what,
+                container: container.to_owned(),
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
+/// A connection to one Docker engine. Cheap to clone; clones share the negotiated API
+/// version.
+#[derive(Clone)]
+pub struct DockerClient {
+    docker: bollard::Docker,
+    host: Arc<str>,
+    /// Set once the API version was negotiated with the engine (on first use).
+    negotiated: Arc<tokio::sync::OnceCell<()>>,
+}
+
+impl fmt::Debug for DockerClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DockerClient")
+            .field("host", &self.host)
+            .finish()
+    }
+}
+
+/// One `docker exec` to create and start.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecSpec {
+    pub cmd: Vec<String>,
+    /// `NAME=value` entries, added to the container's own environment by Docker.
+    pub env: Vec<String>,
+    /// `uid:gid` or a user name.
+    pub user: String,
+    pub working_dir: Option<String>,
+    pub tty: bool,
+    /// Attach stdin (otherwise the process's stdin is empty).
+    pub stdin: bool,
+}
+
+/// A started, attached exec.
+pub struct AttachedExec {
+    pub id: String,
+    /// stdout/stderr frames (demultiplexed), or `Console` chunks with a TTY.
+    pub output: Pin<Box<dyn Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>>,
+    /// The process's stdin; shutting it down closes stdin.
+    pub input: Pin<Box<dyn AsyncWrite + Send>>,
+}
+
+impl fmt::Debug for AttachedExec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AttachedExec")
+            .field("id", &self.id)
+            .finish()
+    }
+}
+
+/// What `exec inspect` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExecState {
+    pub running: bool,
+    pub exit_code: Option<i64>,
+    /// Host pid of the exec's process (0 when unknown).
+    pub pid: u32,
+}
+
+/// What `container inspect` says about its state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContainerState {
+    pub running: bool,
+    pub paused: bool,
+    pub pid: u32,
+}
+
+/// Output of a short exec run to completion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutput {
+    pub exit_code: Option<i64>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl DockerClient {
+    /// A client for `host` (`unix://...`, `tcp://...`, `http://...`), else `DOCKER_HOST`,
+    /// else the default socket. A unix socket must exist already; nothing is sent yet: the
+    /// API version is negotiated on the first call (so an engine that is restarting does
+    /// not stop the warden from starting).
+    pub fn new(host: Option<&str>) -> Result<DockerClient, DockerError> {
+        let host = host
+            .map(str::to_owned)
+            .or_else(|| std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()))
+            .unwrap_or_else(|| DEFAULT_DOCKER_HOST.to_owned());
+        let connect_error = |source| DockerError::Connect {
+            host: host.clone(),
+            source,
+        };
+        let docker = if host.starts_with("unix://") {
+            bollard::Docker::connect_with_unix(
+                &host,
+                REQUEST_TIMEOUT_SECS,
+                bollard::API_DEFAULT_VERSION,
+            )
+        } else if host.starts_with("tcp://") || host.starts_with("http://") {
+            bollard::Docker::connect_with_http(
+                &host,
+                REQUEST_TIMEOUT_SECS,
+                bollard::API_DEFAULT_VERSION,
+            )
+        } else {
+            return Err(DockerError::Api {
+                what: "connecting",
+                container: "-".into(),
+                message: format!(
+                    "unsupported Docker host {host:?}: use unix:///path/to/docker.sock or tcp://HOST:PORT (TLS is not built in)"
+                ),
+            });
+        }
+        .map_err(connect_error)?;
+        Ok(DockerClient {
+            docker,
+            host: host.into(),
+            negotiated: Arc::new(tokio::sync::OnceCell::new()),
+        })
+    }
+
+    /// Negotiates the API version down to the engine's, once (retried after a failure).
+    async fn ready(&self) -> Result<&bollard::Docker, DockerError> {
+        self.negotiated
+            .get_or_try_init(|| async {
+                // The clone shares the version with `self.docker`.
+                self.docker
+                    .clone()
+                    .negotiate_version()
+                    .await
+                    .map(drop)
+                    .map_err(|source| DockerError::Connect {
+                        host: self.host.to_string(),
+                        source,
+                    })
+            })
+            .await?;
+        Ok(&self.docker)
+    }
+
+    /// The engine address in use.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// `GET /_ping`.
+    pub async fn ping(&self) -> Result<(), DockerError> {
+        self.ready()
+            .await?
+            .ping()
+            .await
+            .map(drop)
+            .map_err(|source| DockerError::Connect {
+                host: self.host.to_string(),
+                source,
+            })
+    }
+
+    /// Creates and starts an attached exec in `container`.
+    pub async fn exec(
+        &self,
+        container: &str,
+        spec: &ExecSpec,
+    ) -> Result<AttachedExec, DockerError> {
+        let id = self.create_exec(container, spec, true).await?;
+        let started = self
+            .ready()
+            .await?
+            .start_exec(
+                &id,
+                Some(StartExecOptions {
+                    detach: false,
+                    tty: spec.tty,
+                    output_capacity: Some(64 * 1024),
+                }),
+            )
+            .await
+            .map_err(|e| DockerError::api("starting an exec", container, e))?;
+        match started {
+            StartExecResults::Attached { output, input } => Ok(AttachedExec { id, output, input }),
+            StartExecResults::Detached => Err(DockerError::Api {
+                what: "starting an exec",
+                container: container.to_owned(),
+                message: "the engine started it detached although it was asked to attach".into(),
+            }),
+        }
+    }
+
+    async fn create_exec(
+        &self,
+        container: &str,
+        spec: &ExecSpec,
+        attach: bool,
+    ) -> Result<String, DockerError> {
+        let options = CreateExecOptions::<String> {
+            attach_stdin: Some(attach && spec.stdin),
+            attach_stdout: Some(attach),
+            attach_stderr: Some(attach),
+            tty: Some(spec.tty),
+            env: Some(spec.env.clone()),
+            cmd: Some(spec.cmd.clone()),
+            user: Some(spec.user.clone()),
+            working_dir: spec.working_dir.clone(),
+            ..Default::default()
+        };
+        self.ready()
+            .await?
+            .create_exec(container, options)
+            .await
+            .map(|r| r.id)
+            .map_err(|e| DockerError::api("creating an exec", container, e))
+    }
+
+    /// Runs `spec` to completion and collects its output (for short helper commands).
+    pub async fn exec_output(
+        &self,
+        container: &str,
+        spec: &ExecSpec,
+    ) -> Result<ExecOutput, DockerError> {
+        let mut exec = self.exec(container, spec).await?;
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        while let Some(item) = exec.output.next().await {
+            match item {
+                Ok(LogOutput::StdOut { message } | LogOutput::Console { message }) => {
+                    stdout.extend_from_slice(&message)
+                }
+                Ok(LogOutput::StdErr { message }) => stderr.extend_from_slice(&message),
+                Ok(LogOutput::StdIn { .. }) => {}
+                Err(e) => return Err(DockerError::api("reading an exec's output", container, e)),
+            }
+        }
+        let state = self.exec_finished(container, &exec.id).await?;
+        Ok(ExecOutput {
+            exit_code: state.exit_code,
+            stdout,
+            stderr,
+        })
+    }
+
+    /// `exec inspect`.
+    pub async fn exec_state(&self, container: &str, id: &str) -> Result<ExecState, DockerError> {
+        let r = self
+            .ready()
+            .await?
+            .inspect_exec(id)
+            .await
+            .map_err(|e| DockerError::api("inspecting an exec", container, e))?;
+        Ok(ExecState {
+            running: r.running.unwrap_or(false),
+            exit_code: r.exit_code,
+            pid: r.pid.and_then(|p| u32::try_from(p).ok()).unwrap_or(0),
+        })
+    }
+
+    /// Waits (bounded) until the engine reports the exec as ended and returns that state.
+    /// Its output stream ends a moment before the engine records the exit code.
+    pub async fn exec_finished(&self, container: &str, id: &str) -> Result<ExecState, DockerError> {
+        let mut delay = Duration::from_millis(1);
+        let mut waited = Duration::ZERO;
+        loop {
+            let state = self.exec_state(container, id).await?;
+            if !state.running && state.exit_code.is_some() {
+                return Ok(state);
+            }
+            if waited >= Duration::from_secs(5) {
+                return Ok(state);
+            }
+            tokio::time::sleep(delay).await;
+            waited += delay;
+            delay = (delay * 2).min(Duration::from_millis(100));
+        }
+    }
+
+    /// Resizes an exec's TTY.
+    pub async fn resize_exec(
+        &self,
+        container: &str,
+        id: &str,
+        rows: u16,
+        cols: u16,
+    ) -> Result<(), DockerError> {
+        self.ready()
+            .await?
+            .resize_exec(
+                id,
+                ResizeExecOptions {
+                    height: rows,
+                    width: cols,
+                },
+            )
+            .await
+            .map_err(|e| DockerError::api("resizing an exec's terminal", container, e))
+    }
+
+    /// `container inspect`, its state only.
+    pub async fn container_state(&self, container: &str) -> Result<ContainerState, DockerError> {
+        let r = self
+            .ready()
+            .await?
+            .inspect_container(container, None)
+            .await
+            .map_err(|e| DockerError::api("inspecting", container, e))?;
+        let state = r.state.unwrap_or_default();
+        Ok(ContainerState {
+            running: state.running.unwrap_or(false),
+            paused: state.paused.unwrap_or(false),
+            pid: state.pid.and_then(|p| u32::try_from(p).ok()).unwrap_or(0),
+        })
+    }
+
+    /// Freezes every process of the container.
+    pub async fn pause(&self, container: &str) -> Result<(), DockerError> {
+        self.ready()
+            .await?
+            .pause_container(container)
+            .await
+            .map_err(|e| DockerError::api("pausing", container, e))
+    }
+
+    /// Thaws a paused container.
+    pub async fn unpause(&self, container: &str) -> Result<(), DockerError> {
+        self.ready()
+            .await?
+            .unpause_container(container)
+            .await
+            .map_err(|e| DockerError::api("resuming", container, e))
+    }
+
+    /// Sends `signal` (e.g. `SIGKILL`) to the container's main process.
+    pub async fn kill(&self, container: &str, signal: &str) -> Result<(), DockerError> {
+        self.ready()
+            .await?
+            .kill_container(
+                container,
+                Some(KillContainerOptions {
+                    signal: signal.to_owned(),
+                }),
+            )
+            .await
+            .map_err(|e| DockerError::api("killing", container, e))
+    }
+}
+
+/// Kill, pause and resume of prisoners that are Docker containers.
+#[derive(Debug, Clone)]
+pub struct DockerRuntime {
+    client: DockerClient,
+}
+
+impl DockerRuntime {
+    pub fn new(client: DockerClient) -> DockerRuntime {
+        DockerRuntime { client }
+    }
+}
+
+impl PrisonerRuntime for DockerRuntime {
+    fn kill(&self, container: &str) -> BoxFuture<'_, Result<(), String>> {
+        let container = container.to_owned();
+        Box::pin(async move {
+            // A paused container cannot act on SIGKILL until thawed; the engine handles
+            // that itself, so one kill suffices.
+            self.client
+                .kill(&container, "SIGKILL")
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn pause(&self, container: &str) -> BoxFuture<'_, Result<(), String>> {
+        let container = container.to_owned();
+        Box::pin(async move {
+            self.client
+                .pause(&container)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn resume(&self, container: &str) -> BoxFuture<'_, Result<(), String>> {
+        let container = container.to_owned();
+        Box::pin(async move {
+            self.client
+                .unpause(&container)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move { self.client.ping().await.map_err(|e| e.to_string()) })
+    }
+}

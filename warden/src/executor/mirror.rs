@@ -1,0 +1,595 @@
+//! The `mirror` executor: runs the tool's *original* back in the prisoner container through
+//! `docker exec`, under the exec-helper of the shim installed there:
+//!
+//! ```text
+//! /usr/lib/clawrden/bin/clawrden-shim exec-helper --original-root /usr/lib/clawrden/originals
+//!     --uid U --gid G --grace-ms N --request-id ID --env-keep NAMES --no-parent-death
+//!     [--tty] [--hex]
+//!     --cwd CWD -- TOOL_PATH ARGV...
+//! ```
+//!
+//! The exec runs as root (only root can reach an original); the helper opens the original
+//! as root, drops to the caller's uid, gid and groups, and runs it in the caller's cwd with
+//! the scrubbed environment. Its stdin/stdout/stderr are the exec's attach stream
+//! (demultiplexed without a TTY, byte-exact).
+//!
+//! Docker cannot signal an exec, so signals go through a second exec,
+//! `clawrden-shim exec-helper --kill --request-id ID --signal SIG`, which finds the helper
+//! by its command line. Timeout, cancellation and the shim disconnecting send SIGUSR1 (the
+//! helper kills the whole tree: SIGTERM, grace, SIGKILL); if the exec has not ended after
+//! grace + 3 s, `--signal KILL` kills the tree and the helper directly.
+//!
+//! Exit status: Docker reports the helper's exit code. A command that died of signal N
+//! makes the helper die of N too, which Docker reports as 128 + N; that cannot be told
+//! apart from a command that exited 128 + N, so the outcome is `Exited(128 + N)` (a
+//! shell in the prisoner shows the same number either way).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bollard::container::LogOutput;
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{mpsc, watch};
+
+use super::{ExecIo, ExecRequest, Executor, Outcome, RunFuture, Started, StreamIn, StreamOut};
+use crate::docker::{AttachedExec, DockerClient, ExecSpec};
+use crate::executor::local::{REASON_CANCELLED_BY_WARDEN, REASON_SHIM_DISCONNECTED};
+
+/// The shim inside a hardened prisoner (install-clawrden.sh puts it there).
+pub const SHIM_IN_PRISONER: &str = "/usr/lib/clawrden/bin/clawrden-shim";
+/// Where install-clawrden.sh keeps the originals.
+pub const ORIGINALS_IN_PRISONER: &str = "/usr/lib/clawrden/originals";
+/// Extra time the exec-helper gets, beyond the grace period, to finish killing the tree.
+const HELPER_KILL_SLACK: Duration = Duration::from_secs(3);
+/// How long to wait for the exec to end after the last-resort SIGKILL.
+const AFTER_HARD_KILL: Duration = Duration::from_secs(3);
+/// Stdin chunks queued for the writer before the executor stops taking more input.
+const STDIN_QUEUE: usize = 8;
+/// Signals the shim may forward to the command (the helper forwards them to its group).
+const FORWARDED_SIGNALS: [i32; 5] = [
+    libc::SIGINT,
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGWINCH,
+];
+
+/// Runs commands back inside their prisoner's container.
+#[derive(Debug)]
+pub struct MirrorExecutor {
+    docker: DockerClient,
+    /// Prisoner name -> container name or id.
+    containers: HashMap<String, String>,
+    shim: String,
+    originals: String,
+}
+
+impl MirrorExecutor {
+    /// `containers` maps each prisoner this executor serves to its container.
+    pub fn new(docker: DockerClient, containers: HashMap<String, String>) -> MirrorExecutor {
+        MirrorExecutor {
+            docker,
+            containers,
+            shim: SHIM_IN_PRISONER.to_owned(),
+            originals: ORIGINALS_IN_PRISONER.to_owned(),
+        }
+    }
+
+    /// The Docker client (shared with the prisoner runtime).
+    pub fn docker(&self) -> &DockerClient {
+        &self.docker
+    }
+
+    /// The `docker exec` that runs `req` under the exec-helper.
+    pub fn exec_spec(&self, req: &ExecRequest) -> Result<ExecSpec, String> {
+        if req.argv.is_empty() {
+            return Err("the command line is empty".into());
+        }
+        if req.tool_path.is_empty() {
+            return Err("the shim sent no tool path (the tool was not found in its PATH)".into());
+        }
+        let mut env = Vec::with_capacity(req.env.len());
+        let mut keep = Vec::with_capacity(req.env.len());
+        for (k, v) in &req.env {
+            match (std::str::from_utf8(k), std::str::from_utf8(v)) {
+                (Ok(k), Ok(v))
+                    if !k.is_empty() && !k.contains(['=', ',', '\0']) && !v.contains('\0') =>
+                {
+                    env.push(format!("{k}={v}"));
+                    keep.push(k.to_owned());
+                }
+                _ => tracing::warn!(
+                    request_id = %req.request_id,
+                    variable = %String::from_utf8_lossy(k),
+                    "environment variable not passed: the Docker API carries only UTF-8 names and values without ',' in the name"
+                ),
+            }
+        }
+        let words = std::iter::once(&req.tool_path)
+            .chain(std::iter::once(&req.cwd))
+            .chain(req.argv.iter());
+        let hex = words.clone().any(|w| std::str::from_utf8(w).is_err());
+        let word = |w: &[u8]| -> Result<String, String> {
+            if w.contains(&0) {
+                return Err("an argument contains a NUL byte".into());
+            }
+            Ok(if hex {
+                w.iter().map(|b| format!("{b:02x}")).collect()
+            } else {
+                String::from_utf8_lossy(w).into_owned()
+            })
+        };
+        let mut cmd = vec![
+            self.shim.clone(),
+            "exec-helper".into(),
+            "--original-root".into(),
+            self.originals.clone(),
+            "--uid".into(),
+            req.uid.to_string(),
+            "--gid".into(),
+            req.gid.to_string(),
+            "--grace-ms".into(),
+            req.grace.as_millis().to_string(),
+            "--request-id".into(),
+            req.request_id.clone(),
+            "--env-keep".into(),
+            keep.join(","),
+            "--no-parent-death".into(),
+        ];
+        if req.tty.is_some() {
+            cmd.push("--tty".into());
+        }
+        if hex {
+            cmd.push("--hex".into());
+        }
+        cmd.push("--cwd".into());
+        cmd.push(word(&req.cwd)?);
+        cmd.push("--".into());
+        cmd.push(word(&req.tool_path)?);
+        for a in &req.argv {
+            cmd.push(word(a)?);
+        }
+        Ok(ExecSpec {
+            cmd,
+            env,
+            user: "0:0".into(),
+            working_dir: Some("/".into()),
+            tty: req.tty.is_some(),
+            stdin: req.stdin_open || req.tty.is_some(),
+        })
+    }
+
+    async fn run_request(&self, req: ExecRequest, io: ExecIo) -> Outcome {
+        let ExecIo {
+            mut input,
+            output,
+            started,
+            mut cancel,
+        } = io;
+        if *cancel.borrow_and_update() {
+            return cancelled(REASON_CANCELLED_BY_WARDEN);
+        }
+        let Some(container) = self.containers.get(&req.prisoner).cloned() else {
+            return Outcome::SpawnFailed {
+                not_found: false,
+                message: format!(
+                    "prisoner {} has no container for the mirror executor; add it to the warden config",
+                    req.prisoner
+                ),
+            };
+        };
+        let spec = match self.exec_spec(&req) {
+            Ok(s) => s,
+            Err(message) => {
+                return Outcome::SpawnFailed {
+                    not_found: false,
+                    message,
+                }
+            }
+        };
+        let exec = match self.docker.exec(&container, &spec).await {
+            Ok(e) => e,
+            Err(e) => {
+                return Outcome::SpawnFailed {
+                    not_found: false,
+                    message: format!("cannot run the command in the prisoner: {e}"),
+                }
+            }
+        };
+        let mut guard = KillGuard {
+            docker: self.docker.clone(),
+            container: container.clone(),
+            shim: self.shim.clone(),
+            request_id: req.request_id.clone(),
+            armed: true,
+        };
+        let AttachedExec {
+            id,
+            output: stream,
+            input: stdin,
+        } = exec;
+        if let Some(tty) = &req.tty {
+            if let Err(e) = self
+                .docker
+                .resize_exec(&container, &id, tty.rows, tty.cols)
+                .await
+            {
+                tracing::debug!(error = %e, "setting the exec's terminal size failed");
+            }
+        }
+        let pid = match self.docker.exec_state(&container, &id).await {
+            Ok(state) => state.pid,
+            Err(e) => {
+                tracing::debug!(error = %e, "inspecting the exec for its pid failed");
+                0
+            }
+        };
+        let mut program = self.originals.as_bytes().to_vec();
+        program.extend_from_slice(&req.tool_path);
+        let _ = started.send(Started { pid, program });
+
+        let mut pump = tokio::spawn(pump_output(stream, output));
+        let (stdin_tx, stdin_rx) = mpsc::channel::<StdinOp>(STDIN_QUEUE);
+        let writer = tokio::spawn(write_stdin(stdin, stdin_rx));
+        // False once the writer is gone (the command closed its stdin): input is dropped.
+        let mut stdin_alive = spec.stdin;
+        let mut pending: Option<StdinOp> = None;
+        let deadline = tokio::time::sleep(req.timeout);
+        tokio::pin!(deadline);
+        let stop = loop {
+            tokio::select! {
+                biased;
+                () = &mut deadline => break Stop::TimedOut,
+                () = cancelled_by_warden(&mut cancel) => {
+                    break Stop::Cancelled(REASON_CANCELLED_BY_WARDEN.into());
+                }
+                _ = &mut pump => {
+                    writer.abort();
+                    guard.armed = false;
+                    return match self.docker.exec_finished(&container, &id).await {
+                        Ok(state) => match state.exit_code.map(i32::try_from) {
+                            Some(Ok(code)) => Outcome::Exited(code),
+                            _ => Outcome::Cancelled {
+                                reason: "the Docker engine reported no exit status for the command".into(),
+                            },
+                        },
+                        Err(e) => Outcome::Cancelled {
+                            reason: format!("lost track of the command: {e}"),
+                        },
+                    };
+                }
+                permit = stdin_tx.reserve(), if pending.is_some() => {
+                    match (permit, pending.take()) {
+                        (Ok(permit), Some(op)) => permit.send(op),
+                        _ => stdin_alive = false,
+                    }
+                }
+                message = input.recv(), if pending.is_none() => match message {
+                    None => break Stop::Cancelled(REASON_SHIM_DISCONNECTED.into()),
+                    Some(StreamIn::Stdin(data)) if stdin_alive => {
+                        pending = Some(StdinOp::Data(data));
+                    }
+                    Some(StreamIn::StdinEof) if stdin_alive => {
+                        pending = Some(StdinOp::Eof);
+                    }
+                    Some(StreamIn::Stdin(_) | StreamIn::StdinEof) => {}
+                    Some(StreamIn::Signal(n)) => {
+                        if FORWARDED_SIGNALS.contains(&n) {
+                            let (docker, container, shim, request_id) = (
+                                self.docker.clone(),
+                                container.clone(),
+                                self.shim.clone(),
+                                req.request_id.clone(),
+                            );
+                            tokio::spawn(async move {
+                                signal_helper(&docker, &container, &shim, &request_id, &n.to_string()).await;
+                            });
+                        }
+                    }
+                    Some(StreamIn::Resize { rows, cols }) => {
+                        if spec.tty {
+                            let (docker, container, id) = (self.docker.clone(), container.clone(), id.clone());
+                            tokio::spawn(async move {
+                                if let Err(e) = docker.resize_exec(&container, &id, rows, cols).await {
+                                    tracing::debug!(error = %e, "resizing the exec's terminal failed");
+                                }
+                            });
+                        }
+                    }
+                },
+            }
+        };
+        drop(stdin_tx);
+        writer.abort();
+        guard.armed = false;
+        signal_helper(
+            &self.docker,
+            &container,
+            &self.shim,
+            &req.request_id,
+            "USR1",
+        )
+        .await;
+        if tokio::time::timeout(req.grace + HELPER_KILL_SLACK, &mut pump)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                request_id = %req.request_id,
+                container = %container,
+                "the exec-helper did not finish killing the process tree; killing the tree directly"
+            );
+            signal_helper(
+                &self.docker,
+                &container,
+                &self.shim,
+                &req.request_id,
+                "KILL",
+            )
+            .await;
+            if tokio::time::timeout(AFTER_HARD_KILL, &mut pump)
+                .await
+                .is_err()
+            {
+                tracing::error!(
+                    request_id = %req.request_id,
+                    container = %container,
+                    "the command's exec did not end after SIGKILL; its output stream is abandoned"
+                );
+                pump.abort();
+            }
+        }
+        match stop {
+            Stop::TimedOut => Outcome::TimedOut { after: req.timeout },
+            Stop::Cancelled(reason) => Outcome::Cancelled { reason },
+        }
+    }
+}
+
+impl Executor for MirrorExecutor {
+    fn name(&self) -> &'static str {
+        "mirror"
+    }
+
+    fn run(&self, req: ExecRequest, io: ExecIo) -> RunFuture<'_> {
+        Box::pin(self.run_request(req, io))
+    }
+}
+
+fn cancelled(reason: &str) -> Outcome {
+    Outcome::Cancelled {
+        reason: reason.into(),
+    }
+}
+
+/// Why supervision stopped before the command finished on its own.
+enum Stop {
+    TimedOut,
+    Cancelled(String),
+}
+
+enum StdinOp {
+    Data(Vec<u8>),
+    Eof,
+}
+
+/// Copies the exec's output to the session until the stream ends (the command and every
+/// process holding its stdout/stderr are gone).
+async fn pump_output(
+    mut stream: std::pin::Pin<
+        Box<dyn futures_util::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>,
+    >,
+    output: mpsc::Sender<StreamOut>,
+) {
+    while let Some(item) = stream.next().await {
+        let frame = match item {
+            Ok(LogOutput::StdOut { message } | LogOutput::Console { message }) => {
+                StreamOut::Stdout(message.to_vec())
+            }
+            Ok(LogOutput::StdErr { message }) => StreamOut::Stderr(message.to_vec()),
+            Ok(LogOutput::StdIn { .. }) => continue,
+            Err(e) => {
+                tracing::debug!(error = %e, "the exec's output stream failed");
+                return;
+            }
+        };
+        if output.send(frame).await.is_err() {
+            // The session is gone; keep draining so the command is not blocked on a full
+            // pipe while it is being killed.
+            while stream.next().await.is_some() {}
+            return;
+        }
+    }
+}
+
+/// Writes stdin chunks to the exec; EOF shuts the write side down (the command's stdin
+/// closes).
+async fn write_stdin(
+    mut stdin: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+    mut ops: mpsc::Receiver<StdinOp>,
+) {
+    while let Some(op) = ops.recv().await {
+        match op {
+            StdinOp::Data(data) => {
+                if stdin.write_all(&data).await.is_err() {
+                    return;
+                }
+            }
+            StdinOp::Eof => {
+                let _ = stdin.shutdown().await;
+                return;
+            }
+        }
+    }
+}
+
+/// Resolves once the warden's cancel flag is true; never if the flag's sender is gone.
+async fn cancelled_by_warden(cancel: &mut watch::Receiver<bool>) {
+    if cancel.wait_for(|c| *c).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Runs `exec-helper --kill --request-id ID --signal SIG` in the container and waits for it.
+async fn signal_helper(
+    docker: &DockerClient,
+    container: &str,
+    shim: &str,
+    request_id: &str,
+    signal: &str,
+) {
+    let spec = ExecSpec {
+        cmd: vec![
+            shim.to_owned(),
+            "exec-helper".into(),
+            "--kill".into(),
+            "--request-id".into(),
+            request_id.to_owned(),
+            "--signal".into(),
+            signal.to_owned(),
+        ],
+        user: "0:0".into(),
+        ..ExecSpec::default()
+    };
+    match docker.exec_output(container, &spec).await {
+        Ok(out) if out.exit_code == Some(0) => {}
+        // 3: no such helper (the command had just ended).
+        Ok(out) if out.exit_code == Some(3) => {}
+        Ok(out) => tracing::warn!(
+            request_id,
+            container,
+            signal,
+            exit_code = ?out.exit_code,
+            stderr = %String::from_utf8_lossy(&out.stderr).trim_end(),
+            "signalling the exec-helper failed"
+        ),
+        Err(e) => {
+            tracing::warn!(request_id, container, signal, error = %e, "signalling the exec-helper failed")
+        }
+    }
+}
+
+/// Kills the command's tree if the run future is dropped before it finished (the
+/// session went away in a way that did not go through cancellation).
+struct KillGuard {
+    docker: DockerClient,
+    container: String,
+    shim: String,
+    request_id: String,
+    armed: bool,
+}
+
+impl Drop for KillGuard {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let (docker, container, shim, request_id) = (
+            self.docker.clone(),
+            std::mem::take(&mut self.container),
+            std::mem::take(&mut self.shim),
+            std::mem::take(&mut self.request_id),
+        );
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                signal_helper(&docker, &container, &shim, &request_id, "USR1").await;
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(argv: &[&[u8]], cwd: &[u8]) -> ExecRequest {
+        ExecRequest {
+            request_id: "01JTEST".into(),
+            prisoner: "agent-1".into(),
+            argv: argv.iter().map(|a| a.to_vec()).collect(),
+            tool_path: b"/usr/bin/cat".to_vec(),
+            cwd: cwd.to_vec(),
+            env: vec![
+                (b"PATH".to_vec(), b"/usr/bin:/bin".to_vec()),
+                (b"CLAWRDEN_PARENT_REQUEST".to_vec(), b"01JTEST".to_vec()),
+                (b"BAD".to_vec(), b"\xff".to_vec()),
+            ],
+            tty: None,
+            stdin_open: true,
+            timeout: Duration::from_secs(30),
+            grace: Duration::from_millis(500),
+            uid: 1000,
+            gid: 1000,
+            fds: None,
+        }
+    }
+
+    fn executor() -> MirrorExecutor {
+        MirrorExecutor::new(
+            DockerClient::new(Some("tcp://127.0.0.1:1")).unwrap(),
+            HashMap::new(),
+        )
+    }
+
+    #[test]
+    fn exec_spec_runs_the_helper_as_root_with_the_callers_identity() {
+        let spec = executor()
+            .exec_spec(&request(&[b"cat", b"/etc/hostname"], b"/workspace"))
+            .unwrap();
+        assert_eq!(
+            spec.cmd,
+            [
+                SHIM_IN_PRISONER,
+                "exec-helper",
+                "--original-root",
+                ORIGINALS_IN_PRISONER,
+                "--uid",
+                "1000",
+                "--gid",
+                "1000",
+                "--grace-ms",
+                "500",
+                "--request-id",
+                "01JTEST",
+                "--env-keep",
+                "PATH,CLAWRDEN_PARENT_REQUEST",
+                "--no-parent-death",
+                "--cwd",
+                "/workspace",
+                "--",
+                "/usr/bin/cat",
+                "cat",
+                "/etc/hostname"
+            ]
+        );
+        assert_eq!(spec.user, "0:0");
+        assert_eq!(
+            spec.env,
+            ["PATH=/usr/bin:/bin", "CLAWRDEN_PARENT_REQUEST=01JTEST"]
+        );
+        assert!(spec.stdin);
+        assert!(!spec.tty);
+    }
+
+    #[test]
+    fn exec_spec_hex_encodes_words_when_one_is_not_utf8() {
+        let spec = executor()
+            .exec_spec(&request(&[b"cat", b"\xffx"], b"/w"))
+            .unwrap();
+        let dashes = spec.cmd.iter().position(|w| w == "--").unwrap();
+        assert!(spec.cmd.contains(&"--hex".to_owned()));
+        assert_eq!(spec.cmd[dashes - 1], "2f77");
+        assert_eq!(
+            spec.cmd[dashes + 1..],
+            ["2f7573722f62696e2f636174", "636174", "ff78"]
+        );
+    }
+
+    #[test]
+    fn exec_spec_refuses_an_empty_tool_path() {
+        let mut req = request(&[b"cat"], b"/");
+        req.tool_path.clear();
+        assert!(executor().exec_spec(&req).is_err());
+    }
+}
