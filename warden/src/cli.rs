@@ -25,7 +25,7 @@ pub struct RunArgs {
     /// Read everything from this warden.yaml instead of the flags below.
     #[arg(long, value_name = "FILE", conflicts_with_all = [
         "policy", "state_dir", "socket", "executor", "prisoner", "exec_helper", "stream_only",
-        "listen", "metrics_token_file"
+        "listen", "metrics_token_file", "trust_proxy"
     ])]
     pub config: Option<PathBuf>,
     /// The policy file (reloaded on change and on SIGHUP).
@@ -58,6 +58,10 @@ pub struct RunArgs {
     /// Require `Authorization: Bearer <the token in FILE>` on GET /metrics.
     #[arg(long, value_name = "FILE")]
     pub metrics_token_file: Option<PathBuf>,
+    /// A TLS-terminating reverse proxy sits in front of the API: trust its
+    /// `X-Forwarded-Proto` so dashboard cookies are marked `Secure`.
+    #[arg(long)]
+    pub trust_proxy: bool,
 }
 
 /// Subcommands.

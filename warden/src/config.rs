@@ -55,6 +55,9 @@ pub struct WardenConfig {
     /// File holding the bearer token `GET /metrics` requires (`--metrics-token-file`,
     /// `metrics_token_file:`); unset: /metrics is open.
     pub metrics_token_file: Option<PathBuf>,
+    /// Trust `X-Forwarded-Proto` from a reverse proxy in front of the API
+    /// (`--trust-proxy`, `trust_proxy:`): dashboard cookies then get `Secure` behind TLS.
+    pub trust_proxy: bool,
 }
 
 /// A config (or policy) that cannot be used.
@@ -109,6 +112,8 @@ struct FileConfig {
     docker_host: Option<String>,
     listen: Option<String>,
     metrics_token_file: Option<PathBuf>,
+    #[serde(default)]
+    trust_proxy: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -282,6 +287,7 @@ pub fn from_flags(args: &RunArgs) -> Result<WardenConfig, ConfigError> {
             .metrics_token_file
             .as_deref()
             .map(|p| absolute(p, None)),
+        trust_proxy: args.trust_proxy,
     };
     validate(&config, &Origin::Flags)?;
     Ok(config)
@@ -331,6 +337,7 @@ pub fn parse_file(path: &Path, src: &str) -> Result<WardenConfig, ConfigError> {
         docker_host: raw.docker_host,
         listen: raw.listen,
         metrics_token_file: raw.metrics_token_file.map(|p| absolute(&p, base)),
+        trust_proxy: raw.trust_proxy,
     };
     validate(&config, &Origin::File { path, src })?;
     Ok(config)

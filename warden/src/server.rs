@@ -40,6 +40,8 @@ pub struct Warden {
     stream_only: bool,
     control: Arc<ControlPlane>,
     api: Option<std::net::TcpListener>,
+    /// Believe a reverse proxy's `X-Forwarded-Proto` (dashboard cookies get `Secure`).
+    trust_proxy: bool,
 }
 
 impl std::fmt::Debug for Warden {
@@ -109,6 +111,7 @@ impl Warden {
             stream_only: config.stream_only,
             control,
             api: None,
+            trust_proxy: config.trust_proxy,
         })
     }
 
@@ -294,8 +297,13 @@ impl BoundWarden {
                             }
                         };
                         let control = warden.control.clone();
+                        let dashboard = crate::dashboard::DashboardConfig {
+                            trust_proxy: warden.trust_proxy,
+                        };
                         Some(tokio::spawn(async move {
-                            if let Err(e) = crate::api::serve(listener, control, stopped).await {
+                            if let Err(e) =
+                                crate::api::serve_with(listener, control, dashboard, stopped).await
+                            {
                                 tracing::error!(error = %e, "HTTP API failed");
                             }
                         }))

@@ -1232,6 +1232,7 @@ async fn start_warden() -> WardenWithApi {
         docker_host: None,
         listen: None,
         metrics_token_file: None,
+        trust_proxy: false,
     };
     let mut executors = ExecutorRegistry::new();
     executors.insert("local", Arc::new(InstantExecutor));

@@ -63,6 +63,7 @@ impl Harness {
             docker_host: None,
             listen: None,
             metrics_token_file: None,
+            trust_proxy: false,
         };
         let mut executors = ExecutorRegistry::new();
         executors.insert("local", Arc::new(ProgramExecutor));

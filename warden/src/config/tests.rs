@@ -222,3 +222,26 @@ fn bad_container_name_and_docker_host_name_their_position() {
         "/etc/clawrden/warden.yaml:4:14: docker_host \"ssh://h\" is not supported: use unix:///path/to/docker.sock or tcp://HOST:PORT"
     );
 }
+
+#[test]
+fn trust_proxy_is_off_unless_the_file_or_the_flag_turns_it_on() {
+    assert!(!parse(GOOD).unwrap().trust_proxy);
+    assert!(
+        parse(&format!("{GOOD}trust_proxy: true\n"))
+            .unwrap()
+            .trust_proxy
+    );
+    let args = RunArgs {
+        policy: Some("/p".into()),
+        state_dir: Some("/s".into()),
+        socket: Some("/run/clawrden/warden.sock".into()),
+        exec_helper: Some("/bin/sh".into()),
+        ..RunArgs::default()
+    };
+    assert!(!from_flags(&args).unwrap().trust_proxy);
+    let args = RunArgs {
+        trust_proxy: true,
+        ..args
+    };
+    assert!(from_flags(&args).unwrap().trust_proxy);
+}

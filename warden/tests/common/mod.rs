@@ -258,6 +258,7 @@ impl TestWarden {
             docker_host: None,
             listen: None,
             metrics_token_file: None,
+            trust_proxy: false,
         };
         let policy = Policy::load(&policy_path).unwrap();
         let mut executors = ExecutorRegistry::new();
