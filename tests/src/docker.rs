@@ -11,7 +11,7 @@ use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nix::fcntl::{Flock, FlockArg};
 
@@ -235,10 +235,12 @@ impl fmt::Debug for ExecOutput {
     }
 }
 
-/// A running container, named uniquely, removed (with `docker rm -f`) when dropped.
+/// A running container, named uniquely, removed (with `docker rm -f`) when dropped
+/// (unless it is one that something else manages, see [`Container::managed_elsewhere`]).
 pub struct Container {
     name: String,
     image: String,
+    owned: bool,
 }
 
 impl fmt::Debug for Container {
@@ -281,6 +283,7 @@ impl Container {
         let container = Container {
             name,
             image: image.to_string(),
+            owned: true,
         };
         if output.status.success() {
             Ok(container)
@@ -290,6 +293,16 @@ impl Container {
                 output.status,
                 String::from_utf8_lossy(&output.stderr).trim()
             ))
+        }
+    }
+
+    /// A handle on a container that something else (docker compose) created and removes;
+    /// dropping the handle leaves the container alone.
+    pub fn managed_elsewhere(name: &str, image: &str) -> Container {
+        Container {
+            name: name.to_string(),
+            image: image.to_string(),
+            owned: false,
         }
     }
 
@@ -411,6 +424,9 @@ impl Container {
 
 impl Drop for Container {
     fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
         let _ = Command::new("docker")
             .args(["rm", "--force", "--volumes", &self.name])
             .stdin(Stdio::null())
@@ -549,5 +565,156 @@ impl MirrorWarden {
 impl Drop for MirrorWarden {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// The audit events in `dir/audit.jsonl` (an audit directory copied off a volume).
+pub fn read_audit_dir(dir: &Path) -> Vec<AuditEvent> {
+    parse_audit(&std::fs::read_to_string(dir.join("audit.jsonl")).unwrap_or_default())
+}
+
+/// The compose command installed here: the `docker compose` plugin, else docker-compose v1.
+pub fn compose_command() -> Result<Vec<String>, String> {
+    let plugin = Command::new("docker")
+        .args(["compose", "version"])
+        .stdin(Stdio::null())
+        .output();
+    if plugin.is_ok_and(|o| o.status.success()) {
+        return Ok(vec!["docker".into(), "compose".into()]);
+    }
+    let v1 = Command::new("docker-compose")
+        .arg("version")
+        .stdin(Stdio::null())
+        .output();
+    if v1.is_ok_and(|o| o.status.success()) {
+        return Ok(vec!["docker-compose".into()]);
+    }
+    Err("neither the docker compose plugin nor docker-compose is installed".into())
+}
+
+/// The repository's docker-compose.yml stack under a unique project name, brought up with
+/// `scripts/up.sh`; `down -v` when dropped.
+pub struct ComposeStack {
+    pub project: String,
+    pub prisoner_container: String,
+    pub api_port: u16,
+    compose: Vec<String>,
+    dir: TempDir,
+}
+
+impl fmt::Debug for ComposeStack {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ComposeStack")
+            .field("project", &self.project)
+            .finish()
+    }
+}
+
+impl ComposeStack {
+    /// Runs `scripts/up.sh` for a new project whose prisoner is built from `base_image`,
+    /// with `policy` and docker/warden.yaml naming this project's prisoner container.
+    /// Returns the stack and how long `up.sh` took.
+    pub fn up(base_image: &str, policy: &str) -> Result<(ComposeStack, Duration), String> {
+        let compose = compose_command()?;
+        let unique = unique_container_name();
+        let project = unique.replace("clawrden-test-", "clawrdentest");
+        let prisoner_container = format!("{unique}-prisoner");
+        let api_port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| format!("cannot find a free port: {e}"))?
+            .port();
+        let dir = TempDir::new("compose");
+        let config = std::fs::read_to_string(repo_root().join("docker/warden.yaml"))
+            .map_err(|e| format!("read docker/warden.yaml: {e}"))?
+            .replace(
+                "container: clawrden-prisoner",
+                &format!("container: {prisoner_container}"),
+            );
+        let config_path = dir.path().join("warden.yaml");
+        let policy_path = dir.path().join("policy.yaml");
+        std::fs::write(&config_path, config).map_err(|e| format!("write warden.yaml: {e}"))?;
+        std::fs::write(&policy_path, policy).map_err(|e| format!("write policy.yaml: {e}"))?;
+        let stack = ComposeStack {
+            project,
+            prisoner_container,
+            api_port,
+            compose,
+            dir,
+        };
+        let started = std::time::Instant::now();
+        let output = Command::new(repo_root().join("scripts/up.sh"))
+            .env("COMPOSE_PROJECT_NAME", &stack.project)
+            .env("CLAWRDEN_BASE_IMAGE", base_image)
+            .env("CLAWRDEN_PRISONER_CONTAINER", &stack.prisoner_container)
+            .env("CLAWRDEN_WARDEN_CONFIG", &config_path)
+            .env("CLAWRDEN_POLICY", &policy_path)
+            .env("CLAWRDEN_API_PORT", api_port.to_string())
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run scripts/up.sh: {e}"))?;
+        let took = started.elapsed();
+        if !output.status.success() {
+            return Err(format!(
+                "scripts/up.sh failed ({}):\n{}{}",
+                output.status,
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
+        Ok((stack, took))
+    }
+
+    /// Runs `docker compose -p PROJECT -f docker-compose.yml ARGS`.
+    pub fn compose(&self, args: &[&str]) -> Result<ExecOutput, String> {
+        let file = repo_root().join("docker-compose.yml");
+        let output = Command::new(&self.compose[0])
+            .args(&self.compose[1..])
+            .arg("-p")
+            .arg(&self.project)
+            .arg("-f")
+            .arg(&file)
+            .args(args)
+            .env("CLAWRDEN_PRISONER_CONTAINER", &self.prisoner_container)
+            .env(
+                "CLAWRDEN_WARDEN_CONFIG",
+                self.dir.path().join("warden.yaml"),
+            )
+            .env("CLAWRDEN_POLICY", self.dir.path().join("policy.yaml"))
+            .env("CLAWRDEN_API_PORT", self.api_port.to_string())
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", self.compose.join(" ")))?;
+        Ok(ExecOutput::from_output(output))
+    }
+
+    /// The prisoner's container (left to compose).
+    pub fn prisoner(&self) -> Container {
+        Container::managed_elsewhere(&self.prisoner_container, "compose prisoner")
+    }
+
+    /// The host directory of the named volume `NAME` of this project.
+    pub fn volume_dir(&self, name: &str) -> Result<PathBuf, String> {
+        let output = Command::new("docker")
+            .args(["volume", "inspect", "-f", "{{.Mountpoint}}"])
+            .arg(format!("{}_{name}", self.project))
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run the docker CLI: {e}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "docker volume inspect {}_{name}: {}",
+                self.project,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ));
+        }
+        Ok(PathBuf::from(
+            String::from_utf8_lossy(&output.stdout).trim(),
+        ))
+    }
+}
+
+impl Drop for ComposeStack {
+    fn drop(&mut self) {
+        let _ = self.compose(&["down", "-v", "--rmi", "local"]);
     }
 }

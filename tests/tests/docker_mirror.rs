@@ -7,7 +7,9 @@
 //! container, 1 MiB of binary stdin/stdout byte-exact, the agent cannot run an original
 //! (directly or through the exec-helper), and a nested call (`env cat ...`) is decided
 //! again and linked to its parent in the audit. bookworm-python: `pip` (a script whose
-//! interpreter python3 is shimmed too) runs under python3's original.
+//! interpreter python3 is shimmed too) runs under python3's original; bookworm-node: `npm`
+//! runs under node's original with node shimmed. Every image: the agent cannot kill the
+//! (root) supervisor of its own command, and a root `--kill` ignores a forged helper.
 //!
 //! Needs a Docker engine (skips without one unless CLAWRDEN_REQUIRE_DOCKER=1), root, the
 //! static shim (`cargo build --release -p clawrden-shim --target x86_64-unknown-linux-musl`)
@@ -248,7 +250,8 @@ echo $!"#,
     let _ = c.sh("agent", r#"kill -9 "$1""#, &[&forged]);
     ensure(
         kill.status == Some(3)
-            && kill.stderr == b"clawrden: exec-helper --kill: no exec-helper runs request forged-1\n",
+            && kill.stderr
+                == b"clawrden: exec-helper --kill: no exec-helper runs request forged-1\n",
         || format!("root --kill of a forged helper: {kill:?}"),
     )?;
     ensure(alive.success(), || {
@@ -466,6 +469,33 @@ fn pip_runs_under_the_original_python3_when_python3_is_shimmed() {
     assert!(
         nested.is_empty(),
         "{test}: unexpected nested calls: {nested:?}"
+    );
+}
+
+#[test]
+fn npm_runs_under_the_original_node_when_node_is_shimmed() {
+    let test = "npm_runs_under_the_original_node_when_node_is_shimmed";
+    let Some((warden, c)) = prisoner(test, "bookworm-node", &["cat", "node", "npm"]) else {
+        return;
+    };
+    let out = c
+        .exec("agent", &["npm", "--version"])
+        .unwrap_or_else(|e| panic!("{test}: {e}"));
+    let version = out.stdout_text();
+    assert!(
+        out.status == Some(0)
+            && version.trim().split('.').count() == 3
+            && version.trim().split('.').all(|p| p.parse::<u32>().is_ok()),
+        "{test}: npm --version: {out:?}\n{}",
+        warden.log()
+    );
+    let node = c
+        .exec("agent", &["node", "-e", "console.log(process.getuid())"])
+        .unwrap_or_else(|e| panic!("{test}: {e}"));
+    assert_eq!(
+        node.stdout_text(),
+        "1000\n",
+        "{test}: node as agent: {node:?}"
     );
 }
 

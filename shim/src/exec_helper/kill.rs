@@ -267,7 +267,8 @@ mod tests {
 
     #[test]
     fn status_uids_are_read_from_the_uid_line() {
-        let status = b"Name:\tclawrden-shim\nState:\tS (sleeping)\nUid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\n";
+        let status =
+            b"Name:\tclawrden-shim\nState:\tS (sleeping)\nUid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\n";
         assert_eq!(status_uids(status), Some([0; 4]));
         let setuid = b"Name:\tx\nUid:\t1000\t0\t0\t0\n";
         assert_eq!(status_uids(setuid), Some([1000, 0, 0, 0]));

@@ -195,6 +195,32 @@ fn find(root: &Path, tool: &Path) -> Result<PathBuf, OriginalError> {
     Ok(path)
 }
 
+/// For a `#!/usr/bin/env NAME` line (one plain word, no options): the first `NAME` in the
+/// helper's PATH (the caller's, passed by the executor), as env would pick it. Executing
+/// the script directly would make env start a shimmed NAME, a nested call whose
+/// `/dev/fd/N` script path means nothing outside this process.
+fn via_env(interpreter: &OsStr, argument: Option<&OsStr>) -> Option<OsString> {
+    if Path::new(interpreter).file_name()? != "env" {
+        return None;
+    }
+    let name = argument?;
+    let bytes = name.as_bytes();
+    if bytes.is_empty()
+        || bytes[0] == b'-'
+        || bytes
+            .iter()
+            .any(|&b| b == b'/' || b == b' ' || b == b'\t' || b == b'=')
+    {
+        return None;
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .filter(|dir| dir.is_absolute())
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.symlink_metadata().is_ok())
+        .map(PathBuf::into_os_string)
+}
+
 /// Finds and opens the original of `tool` (call while still root). A script whose
 /// interpreter is itself shimmed runs under the interpreter's original instead, with the
 /// script passed as `/dev/fd/N`, because executing the script directly would start the
@@ -209,6 +235,11 @@ pub fn resolve(root: &Path, tool: &Path, argv: &[OsString]) -> Result<Resolved, 
     drop(probe);
     let head = &head[..n];
     if let Some((interpreter, argument)) = parse_shebang(head) {
+        // `#!/usr/bin/env node`: the interpreter that matters is the one env finds.
+        let (interpreter, argument) = match via_env(&interpreter, argument.as_deref()) {
+            Some(found) => (found, None),
+            None => (interpreter, argument),
+        };
         let interpreter_path = Path::new(&interpreter);
         if interpreter_path.is_absolute() && is_shimmed(root, interpreter_path) {
             let interpreter_original = find(root, interpreter_path)?;
@@ -266,6 +297,17 @@ mod tests {
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(&p).unwrap();
         Dir(p.canonicalize().unwrap())
+    }
+
+    #[test]
+    fn env_shebang_names_the_program_found_in_path_only_for_a_plain_word() {
+        assert_eq!(via_env(&os("/usr/bin/python3"), Some(&os("sh"))), None);
+        assert_eq!(via_env(&os("/usr/bin/env"), None), None);
+        assert_eq!(via_env(&os("/usr/bin/env"), Some(&os("-S node -x"))), None);
+        assert_eq!(via_env(&os("/usr/bin/env"), Some(&os("A=1"))), None);
+        assert_eq!(via_env(&os("/usr/bin/env"), Some(&os("./node"))), None);
+        let found = via_env(&os("/usr/bin/env"), Some(&os("sh"))).expect("sh is in PATH");
+        assert!(Path::new(&found).is_absolute() && found.as_bytes().ends_with(b"/sh"));
     }
 
     #[test]

@@ -260,10 +260,8 @@ fn child_drop_privileges(c: &mut PreparedCredentials) {
     let count = unsafe { libc::getgroups(capacity, c.groups_check.as_mut_ptr()) };
     let groups_ok = usize::try_from(count)
         .is_ok_and(|n| n == c.groups.len() && c.groups_check[..n] == c.groups[..]);
-    let stuck = ids_ok
-        && [ruid, euid, suid] == [c.uid; 3]
-        && [rgid, egid, sgid] == [c.gid; 3]
-        && groups_ok;
+    let stuck =
+        ids_ok && [ruid, euid, suid] == [c.uid; 3] && [rgid, egid, sgid] == [c.gid; 3] && groups_ok;
     if !stuck {
         child_fail_with(&c.error_prefix, b"the new ids did not stick", 126);
     }
