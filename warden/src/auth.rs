@@ -238,9 +238,14 @@ pub fn authorize(who: &Identity, required: Scope) -> Result<(), AuthError> {
     }
 }
 
-/// Rate-limit check, verification and failure accounting in one step: a client over
-/// its failure budget is rejected without looking at its token. `now` stamps the
-/// token's use; `mono` drives the limiter.
+/// Verification and failure accounting in one step: a client over its failure budget
+/// gets `RateLimited` for every token that does not verify.
+///
+/// A valid token is accepted even from a limited client. Tokens carry 256 random bits,
+/// so the limiter is not what stops guessing; it bounds the cost and noise of failures.
+/// Refusing valid tokens would let any process sharing an address (everything on
+/// loopback, the agent included on a local-executor host) lock operators out of the
+/// approval queue. `now` stamps the token's use; `mono` drives the limiter.
 pub fn authenticate(
     store: &Store,
     limiter: &FailedAuthLimiter,
@@ -249,10 +254,11 @@ pub fn authenticate(
     now: Timestamp,
     mono: Instant,
 ) -> Result<Identity, AuthError> {
-    limiter.check(client, mono)?;
+    let budget = limiter.check(client, mono);
     match verify_token(store, presented, now) {
         Ok(id) => Ok(id),
         Err(e @ (AuthError::InvalidToken | AuthError::Revoked { .. })) => {
+            budget?;
             limiter.record_failure(client, mono);
             Err(e)
         }

@@ -299,7 +299,7 @@ fn limiter_rejects_after_n_failures_until_the_window_passes() {
 }
 
 #[test]
-fn limited_client_is_rejected_without_checking_even_a_valid_token() {
+fn limited_client_gets_429_for_bad_tokens_but_still_gets_in_with_a_valid_one() {
     let dir = TempDir::new("limited");
     let store = Store::open(dir.path()).unwrap();
     let (_, good) = create_token(&store, "ok", Scope::Read, Timestamp(1)).unwrap();
@@ -326,14 +326,20 @@ fn limited_client_is_rejected_without_checking_even_a_valid_token() {
         attempt(bad.expose(), 2),
         Err(AuthError::InvalidToken)
     ));
-    let err = attempt(good.expose(), 3).unwrap_err();
+    let err = attempt(bad.expose(), 3).unwrap_err();
     assert!(matches!(err, AuthError::RateLimited { .. }), "{err:?}");
-    // Rejected before the store was consulted: last_used_at is still from t=1.
+    // A process sharing the address cannot lock the holder of a valid token out.
+    assert_eq!(attempt(good.expose(), 4).unwrap().name, "ok");
     assert_eq!(
         store.get_token("ok").unwrap().unwrap().last_used_at,
-        Some(Timestamp(1))
+        Some(Timestamp(4))
     );
-    assert_eq!(attempt(good.expose(), 61).unwrap().name, "ok");
+    let err = attempt(bad.expose(), 5).unwrap_err();
+    assert!(matches!(err, AuthError::RateLimited { .. }), "{err:?}");
+    assert!(matches!(
+        attempt(bad.expose(), 61),
+        Err(AuthError::InvalidToken)
+    ));
 }
 
 #[test]
