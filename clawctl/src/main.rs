@@ -11,6 +11,7 @@ mod grants;
 mod history;
 mod lockdown;
 mod policy;
+mod prisoners;
 mod queue;
 mod sse;
 mod status;
@@ -84,6 +85,12 @@ enum Command {
     Grants(grants::GrantsArgs),
     /// Deny every new call (on) or return to the policy (off)
     Lockdown(lockdown::LockdownArgs),
+    /// Kill a prisoner's container and cancel its calls (asks first unless --yes)
+    Kill(prisoners::PrisonerArgs),
+    /// Freeze a prisoner's container; its new calls are denied (asks first unless --yes)
+    Pause(prisoners::PauseArgs),
+    /// Thaw a paused prisoner (asks first unless --yes)
+    Resume(prisoners::PrisonerArgs),
     /// Manage API tokens (admin)
     #[command(subcommand)]
     Token(tokens::TokenCommand),
@@ -130,6 +137,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tail => tail::run(&ctx()?),
         Command::Grants(args) => grants::run(&ctx()?, args),
         Command::Lockdown(args) => lockdown::run(&ctx()?, args),
+        Command::Kill(args) => prisoners::run(&ctx()?, prisoners::Action::Kill, args, None),
+        Command::Pause(args) => {
+            let (args, duration) = args.into_parts();
+            prisoners::run(&ctx()?, prisoners::Action::Pause, args, duration)
+        }
+        Command::Resume(args) => prisoners::run(&ctx()?, prisoners::Action::Resume, args, None),
         Command::Token(command) => tokens::run(&ctx()?, command),
         Command::Doctor(args) => doctor::run(&ctx()?, args),
     }

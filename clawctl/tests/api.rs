@@ -4,7 +4,7 @@
 //! `cargo build --workspace --bins`.
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::symlink;
 use std::os::unix::net::UnixStream;
@@ -721,4 +721,55 @@ fn tail_prints_one_line_per_event_and_queue_watch_refreshes() {
         l == "no requests waiting for approval"
     });
     assert_eq!(wait_code(&mut shim), Some(126));
+}
+
+#[test]
+fn kill_pause_resume_ask_first_and_need_a_container_runtime() {
+    let w = Warden::start("prisoners");
+    // Declined (or no answer at all): nothing is sent.
+    for answer in ["n\n", ""] {
+        let mut cmd = w.clawctl_cmd(&["kill", "default", "--reason", "drill"]);
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run clawctl kill");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(answer.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "answer {answer:?}");
+        let err = stderr(&out);
+        assert!(
+            err.starts_with(
+                "Kill prisoner default? Its container stops and its running and waiting calls are cancelled. [y/N] "
+            ),
+            "{err}"
+        );
+        assert!(err.ends_with("aborted: nothing was sent\n"), "{err}");
+        assert_eq!(stdout(&out), "");
+    }
+    // Confirmed: this warden runs no container runtime, so the API answers 409 -> exit 5.
+    for args in [
+        vec!["kill", "default", "--yes"],
+        vec!["pause", "default", "--for", "10m", "-y"],
+        vec!["resume", "default", "--yes"],
+    ] {
+        let out = w.clawctl(&args);
+        assert_eq!(out.status.code(), Some(5), "{args:?}");
+        assert!(
+            stderr(&out).contains("no container runtime"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    let status = w.json(&["status"]);
+    assert_eq!(status["prisoners"][0]["state"], "active");
+    // An unknown prisoner is not found (exit 3).
+    let out = w.clawctl(&["resume", "nobody", "--yes"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
 }
