@@ -361,6 +361,18 @@ impl Container {
         Ok(ExecOutput::from_output(output))
     }
 
+    /// Runs `argv` (no shell) as `user` on a new pseudo-terminal (`docker exec --tty`);
+    /// the terminal's output (line endings as the terminal made them) comes back as stdout.
+    pub fn exec_tty(&self, user: &str, argv: &[&str]) -> Result<ExecOutput, String> {
+        let output = Command::new("docker")
+            .args(["exec", "--tty", "--user", user, &self.name])
+            .args(argv)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run the docker CLI: {e}"))?;
+        Ok(ExecOutput::from_output(output))
+    }
+
     /// The container's processes as `docker top` lists them (`PID CMD` per line), seen
     /// from the host, so no program inside (shimmed or not) is needed.
     pub fn processes(&self) -> Result<Vec<String>, String> {
@@ -443,6 +455,7 @@ pub struct MirrorWarden {
     dir: TempDir,
     state_dir: PathBuf,
     socket_dir: PathBuf,
+    api_addr: std::net::SocketAddr,
     child: Option<std::process::Child>,
 }
 
@@ -467,6 +480,7 @@ impl MirrorWarden {
             dir,
             state_dir,
             socket_dir,
+            api_addr: crate::warden::free_local_addr(),
             child: None,
         }
     }
@@ -481,18 +495,54 @@ impl MirrorWarden {
         &self.state_dir
     }
 
-    /// Starts the warden (`--config`, executors local and mirror) for `prisoner` in
-    /// `container` with `policy`, and waits for its socket to accept.
+    /// Runs the real `clawctl` with `args` against this warden's HTTP API, authenticated
+    /// with the admin token the warden wrote to `<state-dir>/admin.token`.
+    pub fn clawctl(&self, args: &[&str]) -> Result<ExecOutput, String> {
+        let bins = binaries();
+        let output = Command::new(&bins.clawctl)
+            .arg("--url")
+            .arg(format!("http://{}", self.api_addr))
+            .arg("--token-file")
+            .arg(self.state_dir.join("admin.token"))
+            .args(args)
+            .env_remove("CLAWRDEN_URL")
+            .env_remove("CLAWRDEN_TOKEN")
+            .env_remove("CLAWRDEN_TOKEN_FILE")
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", bins.clawctl.display()))?;
+        Ok(ExecOutput::from_output(output))
+    }
+
+    /// Starts the warden (`--config`, executors local and mirror, the HTTP API on a free
+    /// 127.0.0.1 port) for `prisoner` in `container` with `policy`, and waits for its
+    /// socket to accept.
     pub fn start(&mut self, prisoner: &str, container: &str, policy: &str) -> Result<(), String> {
+        self.launch(prisoner, &format!("container: {container}"), policy)
+    }
+
+    /// Like [`MirrorWarden::start`], but the prisoner's container is the single running
+    /// one with `label` (`KEY=VALUE`, the config's `container_label:`).
+    pub fn start_by_label(
+        &mut self,
+        prisoner: &str,
+        label: &str,
+        policy: &str,
+    ) -> Result<(), String> {
+        self.launch(prisoner, &format!("container_label: {label}"), policy)
+    }
+
+    fn launch(&mut self, prisoner: &str, container_line: &str, policy: &str) -> Result<(), String> {
         let bins = binaries();
         let policy_path = self.dir.path().join("policy.yaml");
         std::fs::write(&policy_path, policy).map_err(|e| format!("write policy: {e}"))?;
         let socket = self.socket_dir.join("warden.sock");
         let config = format!(
-            "policy: {}\nstate_dir: {}\nexecutors: [local, mirror]\nexec_helper: {}\nlog_format: json\nlisten: none\nprisoners:\n  - name: {prisoner}\n    socket: {}\n    container: {container}\n",
+            "policy: {}\nstate_dir: {}\nexecutors: [local, mirror]\nexec_helper: {}\nlog_format: json\nlisten: {}\nprisoners:\n  - name: {prisoner}\n    socket: {}\n    {container_line}\n",
             policy_path.display(),
             self.state_dir.display(),
             bins.shim.display(),
+            self.api_addr,
             socket.display(),
         );
         let config_path = self.dir.path().join("warden.yaml");

@@ -9,7 +9,12 @@
 //! again and linked to its parent in the audit. bookworm-python: `pip` (a script whose
 //! interpreter python3 is shimmed too) runs under python3's original; bookworm-node: `npm`
 //! runs under node's original with node shimmed. Every image: the agent cannot kill the
-//! (root) supervisor of its own command, and a root `--kill` ignores a forged helper.
+//! (root) supervisor of its own command, a root `--kill` ignores a forged helper, and an
+//! `ask` made by the agent shows up in `clawctl --json queue`, `clawctl approve ID` exits
+//! 0 and the call then runs with its exact output. bookworm: a call made on a terminal
+//! (`docker exec --tty`) runs on one (`tty` prints /dev/pts/N). A prisoner configured with
+//! `container_label:` runs in the one container with that label, and fails naming the
+//! label when two carry it.
 //!
 //! Needs a Docker engine (skips without one unless CLAWRDEN_REQUIRE_DOCKER=1), root, the
 //! static shim (`cargo build --release -p clawrden-shim --target x86_64-unknown-linux-musl`)
@@ -25,15 +30,19 @@ use clawrden_e2e::seeded_bytes;
 const PRISONER: &str = "agent-1";
 const HOSTNAME: &str = "prisoner-test";
 
-/// Everything goes to the prisoner; `rm` is denied; `tail` has a 3 s limit. (`sleep` stays
-/// unshimmed: it is the containers' PID 1.)
+/// Everything goes to the prisoner; `cat /etc/hostname /etc/hostname` asks a person; `rm`
+/// is denied; `tail` has a 3 s limit. (`sleep` stays unshimmed: it is the containers' PID 1.)
 const POLICY: &str = "\
 version: 1
 default_action: allow
 default_timeout: 2m
-approval_timeout: 1s
+approval_timeout: 30s
 default_executor: mirror
 rules:
+  - name: ask-hostname-twice
+    command: cat
+    args: [/etc/hostname, /etc/hostname]
+    action: ask
   - name: no-rm
     command: rm
     action: deny
@@ -69,6 +78,9 @@ impl Report {
         );
     }
 }
+
+/// The call the policy's `ask-hostname-twice` rule holds for a person.
+const ASK_ARGV: [&str; 3] = ["cat", "/etc/hostname", "/etc/hostname"];
 
 fn ensure(cond: bool, why: impl FnOnce() -> String) -> Result<(), String> {
     if cond {
@@ -259,6 +271,81 @@ echo $!"#,
     })
 }
 
+/// The id of the pending request whose argv is [`ASK_ARGV`], from `clawctl --json queue`
+/// (polled for up to 20 s).
+fn pending_ask_id(warden: &MirrorWarden) -> Result<String, String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let queue = warden.clawctl(&["--json", "queue"])?;
+        ensure(queue.success(), || {
+            format!("clawctl --json queue: {queue:?}")
+        })?;
+        let value: serde_json::Value = serde_json::from_slice(&queue.stdout)
+            .map_err(|e| format!("clawctl --json queue printed no JSON ({e}): {queue:?}"))?;
+        let found = value["requests"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| argv_strings(&r["argv"]) == ASK_ARGV.map(|a| a.as_bytes().to_vec()))
+            .and_then(|r| r["id"].as_str().map(str::to_owned));
+        if let Some(id) = found {
+            return Ok(id);
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!(
+                "the ask never showed up in clawctl --json queue within 20 s; last: {}",
+                queue.stdout_text()
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// An `ask` made by the agent shows up in `clawctl --json queue`; `clawctl approve ID`
+/// exits 0 and the call then runs in the prisoner with its exact output and status 0.
+fn an_approved_ask_runs_in_the_prisoner(
+    c: &Container,
+    warden: &MirrorWarden,
+) -> Result<(), String> {
+    std::thread::scope(|scope| {
+        let call = scope.spawn(|| c.exec("agent", &ASK_ARGV));
+        let approved = (|| {
+            let id = pending_ask_id(warden)?;
+            let approve = warden.clawctl(&["approve", &id])?;
+            ensure(approve.success(), || {
+                format!("clawctl approve {id}: {approve:?}")
+            })?;
+            Ok::<_, String>(id)
+        })();
+        let out = call
+            .join()
+            .map_err(|_| "the asking call's thread panicked".to_string())??;
+        let id = approved?;
+        let stderr = out.stderr_text();
+        ensure(
+            out.status == Some(0)
+                && out.stdout == format!("{HOSTNAME}\n{HOSTNAME}\n").as_bytes()
+                && stderr.starts_with(&format!("clawrden: waiting for approval {id}: "))
+                && stderr.lines().count() == 1,
+            || format!("{} after clawctl approve {id}: {out:?}", ASK_ARGV.join(" ")),
+        )
+    })
+}
+
+/// On a terminal (`docker exec --tty`), a shimmed `tty` prints the /dev/pts path of the
+/// terminal the mirror exec gave the original, and exits 0.
+fn a_tty_call_runs_on_a_terminal(c: &Container) -> Result<(), String> {
+    let out = c.exec_tty("agent", &["tty"])?;
+    let text = out.stdout_text().replace('\r', "");
+    let pts = text
+        .strip_prefix("/dev/pts/")
+        .and_then(|rest| rest.strip_suffix('\n'))
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    ensure(out.status == Some(0) && pts, || {
+        format!("tty on a terminal as agent: {out:?}")
+    })
+}
+
 fn binary_stdin_and_stdout_are_byte_exact(c: &Container) -> Result<(), String> {
     let data = seeded_bytes(0x5eed_0001, 1 << 20);
     let out = c.exec_with_stdin("agent", &["cat"], &data)?;
@@ -351,9 +438,12 @@ fn nested_call_is_decided_again_and_linked(
 
 /// `nested`: whether nested calls can be checked. Busybox runs applets in-process
 /// (FEATURE_PREFER_APPLETS), so `env cat` there never executes /bin/cat and makes no
-/// nested call.
-fn mirror_case(test: &str, image: &str, nested: bool) {
-    let tools = ["cat", "head", "rm", "tail", "env"];
+/// nested call. `tty`: also shim `tty` and check a call made on a terminal.
+fn mirror_case(test: &str, image: &str, nested: bool, tty: bool) {
+    let mut tools = vec!["cat", "head", "rm", "tail", "env"];
+    if tty {
+        tools.push("tty");
+    }
     let Some((warden, c)) = prisoner(test, image, &tools) else {
         return;
     };
@@ -403,6 +493,16 @@ fn mirror_case(test: &str, image: &str, nested: bool) {
             nested_call_is_decided_again_and_linked(&c, &warden),
         );
     }
+    report.check(
+        "an approved ask shows up in clawctl queue and then runs",
+        an_approved_ask_runs_in_the_prisoner(&c, &warden),
+    );
+    if tty {
+        report.check(
+            "a call made on a terminal runs on a terminal",
+            a_tty_call_runs_on_a_terminal(&c),
+        );
+    }
     report.finish(&warden);
 }
 
@@ -411,6 +511,7 @@ fn mirror_runs_originals_in_a_bookworm_prisoner() {
     mirror_case(
         "mirror_runs_originals_in_a_bookworm_prisoner",
         "bookworm",
+        true,
         true,
     );
 }
@@ -421,6 +522,7 @@ fn mirror_runs_originals_in_a_busybox_prisoner() {
         "mirror_runs_originals_in_a_busybox_prisoner",
         "busybox",
         false,
+        false,
     );
 }
 
@@ -430,6 +532,7 @@ fn mirror_runs_originals_in_a_bullseye_prisoner() {
         "mirror_runs_originals_in_a_bullseye_prisoner",
         "bullseye",
         true,
+        false,
     );
 }
 
@@ -470,6 +573,8 @@ fn pip_runs_under_the_original_python3_when_python3_is_shimmed() {
         nested.is_empty(),
         "{test}: unexpected nested calls: {nested:?}"
     );
+    an_approved_ask_runs_in_the_prisoner(&c, &warden)
+        .unwrap_or_else(|e| panic!("{test}: {e}\n{}", warden.log()));
 }
 
 #[test]
@@ -496,6 +601,66 @@ fn npm_runs_under_the_original_node_when_node_is_shimmed() {
         node.stdout_text(),
         "1000\n",
         "{test}: node as agent: {node:?}"
+    );
+    an_approved_ask_runs_in_the_prisoner(&c, &warden)
+        .unwrap_or_else(|e| panic!("{test}: {e}\n{}", warden.log()));
+}
+
+/// A prisoner configured with `container_label:` is the one running container with that
+/// label, found at call time; once a second container carries the label, calls fail with
+/// a message naming it and run nowhere.
+#[test]
+fn a_prisoner_found_by_label_runs_in_the_single_container_with_that_label() {
+    let test = "a_prisoner_found_by_label_runs_in_the_single_container_with_that_label";
+    if !require_docker_or_skip(test) {
+        return;
+    }
+    musl_shim().unwrap_or_else(|e| panic!("{test}: {e}"));
+    let base = ensure_test_image("bookworm").unwrap_or_else(|e| panic!("{test}: {e}"));
+    let tag = "clawrden-test/bookworm-by-label:latest";
+    harden_image(&base, &["cat"], tag).unwrap_or_else(|e| panic!("{test}: {e}"));
+    let mut warden = MirrorWarden::prepare(PRISONER);
+    let mount = warden.mount_arg();
+    let label = format!("org.clawrden.test.prisoner={}", std::process::id());
+    let args = [
+        "--hostname",
+        HOSTNAME,
+        "--volume",
+        &mount,
+        "--label",
+        &label,
+    ];
+    let first = Container::start(tag, &args).unwrap_or_else(|e| panic!("{test}: {e}"));
+    warden
+        .start_by_label(PRISONER, &label, POLICY)
+        .unwrap_or_else(|e| panic!("{test}: {e}"));
+    let out = first
+        .exec("agent", &["cat", "/etc/hostname"])
+        .unwrap_or_else(|e| panic!("{test}: {e}"));
+    assert!(
+        out.status == Some(0) && out.stdout == format!("{HOSTNAME}\n").as_bytes(),
+        "{test}: cat /etc/hostname with one labelled container: {out:?}\n{}",
+        warden.log()
+    );
+    let second = Container::start(tag, &["--hostname", "second", "--label", &label])
+        .unwrap_or_else(|e| panic!("{test}: {e}"));
+    let out = first
+        .exec("agent", &["cat", "/etc/hostname"])
+        .unwrap_or_else(|e| panic!("{test}: {e}"));
+    let stderr = out.stderr_text();
+    assert!(
+        out.status == Some(126)
+            && out.stdout.is_empty()
+            && stderr.starts_with(&format!(
+                "clawrden: cannot find the container of prisoner {PRISONER}: 2 running containers have the label {label} ("
+            ))
+            && stderr.ends_with(
+                "); a prisoner's label must select exactly one container: make it unique or use `container:`\n"
+            )
+            && stderr.contains(first.name())
+            && stderr.contains(second.name()),
+        "{test}: cat /etc/hostname with two labelled containers: {out:?}\n{}",
+        warden.log()
     );
 }
 

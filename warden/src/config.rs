@@ -20,8 +20,14 @@ pub const MAX_SOCKET_PATH: usize = 107;
 /// Executors implemented by this build.
 pub const AVAILABLE_EXECUTORS: &[ExecutorName] = &[ExecutorName::Local, ExecutorName::Mirror];
 
+/// How a `container` value that selects by label starts: `label=KEY=VALUE` (the form of
+/// `docker ps --filter`). A container name or id never contains `=`.
+pub const LABEL_SELECTOR_PREFIX: &str = "label=";
+
 /// One prisoner: its name, the socket only it can reach and, when it is a container, the
-/// container's name or id (default: the prisoner's name).
+/// container's name or id (default: the prisoner's name), or `label=KEY=VALUE` when the
+/// config gave `container_label: KEY=VALUE` (the single running container with that
+/// label, looked up at call time).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PrisonerSocket {
     pub name: String,
@@ -30,9 +36,31 @@ pub struct PrisonerSocket {
 }
 
 impl PrisonerSocket {
-    /// The Docker container the mirror executor and the runtime act on.
+    /// The Docker container the mirror executor and the runtime act on: a name or id, or a
+    /// `label=KEY=VALUE` selector they resolve when they act.
     pub fn container_name(&self) -> &str {
         self.container.as_deref().unwrap_or(&self.name)
+    }
+
+    /// `KEY=VALUE` when the prisoner's container is found by label.
+    pub fn container_label(&self) -> Option<&str> {
+        self.container
+            .as_deref()
+            .and_then(|c| c.strip_prefix(LABEL_SELECTOR_PREFIX))
+    }
+}
+
+/// A `container_label` value: `KEY=VALUE` with a non-empty key of printable characters
+/// without whitespace; the value may be empty but has no control characters.
+fn valid_container_label(label: &str) -> bool {
+    match label.split_once('=') {
+        Some((key, value)) => {
+            !key.is_empty()
+                && key.len() + value.len() < 1024
+                && key.chars().all(|c| !c.is_whitespace() && !c.is_control())
+                && value.chars().all(|c| !c.is_control())
+        }
+        None => false,
     }
 }
 
@@ -122,6 +150,7 @@ struct FilePrisoner {
     name: String,
     socket: PathBuf,
     container: Option<String>,
+    container_label: Option<String>,
 }
 
 fn default_executors() -> Vec<ExecutorName> {
@@ -313,7 +342,59 @@ pub fn parse_file(path: &Path, src: &str) -> Result<WardenConfig, ConfigError> {
             message: strip_location(&e.to_string()),
         }
     })?;
+    let origin = Origin::File { path, src };
     let base = path.parent().filter(|p| !p.as_os_str().is_empty());
+    let mut prisoners = Vec::with_capacity(raw.prisoners.len());
+    for (i, p) in raw.prisoners.iter().enumerate() {
+        let container = match (&p.container, &p.container_label) {
+            (Some(_), Some(label)) => {
+                let nth = raw.prisoners[..i]
+                    .iter()
+                    .filter(|q| q.container_label.as_deref() == Some(label))
+                    .count();
+                return Err(origin.error(
+                    "container_label",
+                    "--config",
+                    label,
+                    nth,
+                    format!(
+                        "prisoner {:?} has both `container:` and `container_label:`; give exactly one of them",
+                        p.name
+                    ),
+                ));
+            }
+            (Some(name), None) => {
+                if !valid_container_name(name) {
+                    return Err(invalid_container(&origin, name));
+                }
+                Some(name.clone())
+            }
+            (None, Some(label)) => {
+                if !valid_container_label(label) {
+                    let nth = raw.prisoners[..i]
+                        .iter()
+                        .filter(|q| q.container_label.as_deref() == Some(label))
+                        .count();
+                    return Err(origin.error(
+                        "container_label",
+                        "--config",
+                        label,
+                        nth,
+                        format!(
+                            "invalid container_label {label:?}: write KEY=VALUE, e.g. org.clawrden.prisoner=agent-1"
+                        ),
+                    ));
+                }
+                Some(format!("{LABEL_SELECTOR_PREFIX}{label}"))
+            }
+            (None, None) => None,
+        };
+        prisoners.push(PrisonerSocket {
+            name: p.name.clone(),
+            socket: absolute(&p.socket, base),
+            container,
+        });
+    }
     let exec_helper = match raw.exec_helper {
         Some(p) => absolute(&p, base),
         None => default_exec_helper()?,
@@ -325,21 +406,13 @@ pub fn parse_file(path: &Path, src: &str) -> Result<WardenConfig, ConfigError> {
         exec_helper,
         log_format: raw.log_format,
         stream_only: raw.stream_only,
-        prisoners: raw
-            .prisoners
-            .into_iter()
-            .map(|p| PrisonerSocket {
-                name: p.name,
-                socket: absolute(&p.socket, base),
-                container: p.container,
-            })
-            .collect(),
+        prisoners,
         docker_host: raw.docker_host,
         listen: raw.listen,
         metrics_token_file: raw.metrics_token_file.map(|p| absolute(&p, base)),
         trust_proxy: raw.trust_proxy,
     };
-    validate(&config, &Origin::File { path, src })?;
+    validate(&config, &origin)?;
     Ok(config)
 }
 
@@ -366,6 +439,18 @@ fn valid_container_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+fn invalid_container(origin: &Origin<'_>, container: &str) -> ConfigError {
+    origin.error(
+        "container",
+        "--config",
+        container,
+        0,
+        format!(
+            "invalid container {container:?}: give the container's name or id (letters, digits, '.', '_' or '-'), or use container_label: KEY=VALUE"
+        ),
+    )
 }
 
 fn validate(c: &WardenConfig, origin: &Origin<'_>) -> Result<(), ConfigError> {
@@ -419,16 +504,12 @@ fn validate(c: &WardenConfig, origin: &Origin<'_>) -> Result<(), ConfigError> {
             ));
         }
         if let Some(container) = &p.container {
-            if !valid_container_name(container) {
-                return Err(origin.error(
-                    "container",
-                    "--config",
-                    container,
-                    0,
-                    format!(
-                        "invalid container {container:?}: give the container's name or id (letters, digits, '.', '_' or '-')"
-                    ),
-                ));
+            let valid = match container.strip_prefix(LABEL_SELECTOR_PREFIX) {
+                Some(label) => valid_container_label(label),
+                None => valid_container_name(container),
+            };
+            if !valid {
+                return Err(invalid_container(origin, container));
             }
         }
         let sock = p.socket.to_string_lossy();

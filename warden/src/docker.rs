@@ -5,6 +5,7 @@
 //! `unix:///var/run/docker.sock`. The API version is negotiated down to the engine's
 //! (Docker 20.10 speaks 1.41).
 
+use std::collections::HashMap;
 use std::fmt;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use std::time::Duration;
 
 use bollard::container::LogOutput;
 use bollard::exec::{CreateExecOptions, ResizeExecOptions, StartExecOptions, StartExecResults};
-use bollard::query_parameters::KillContainerOptions;
+use bollard::query_parameters::{KillContainerOptions, ListContainersOptions};
 use futures_util::{Stream, StreamExt};
 use tokio::io::AsyncWrite;
 
@@ -35,6 +36,14 @@ pub enum DockerError {
     },
     #[error("container {container} does not exist (or is not running); check the prisoner's `container:` in the warden config")]
     NoSuchContainer { container: String },
+    #[error("no running container has the label {label}; start the prisoner's container with that label or fix `container_label:` in the warden config")]
+    NoContainerWithLabel { label: String },
+    #[error("{count} running containers have the label {label} ({names}); a prisoner's label must select exactly one container: make it unique or use `container:`")]
+    SeveralContainersWithLabel {
+        label: String,
+        count: usize,
+        names: String,
+    },
     #[error("{what} on container {container}: {message}")]
     Api {
         what: &'static str,
@@ -204,6 +213,56 @@ impl DockerClient {
     /// The engine address in use.
     pub fn host(&self) -> &str {
         &self.host
+    }
+
+    /// The container `target` names: a name or id as it is, or for `label=KEY=VALUE`
+    /// (see [`crate::config::LABEL_SELECTOR_PREFIX`]) the id of the single running
+    /// container with that label, looked up now. None or several: an error naming the label.
+    pub async fn resolve_container(&self, target: &str) -> Result<String, DockerError> {
+        let Some(label) = target.strip_prefix(crate::config::LABEL_SELECTOR_PREFIX) else {
+            return Ok(target.to_owned());
+        };
+        let filters = HashMap::from([("label".to_owned(), vec![label.to_owned()])]);
+        let found = self
+            .ready()
+            .await?
+            .list_containers(Some(ListContainersOptions {
+                all: false,
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .await
+            .map_err(|e| DockerError::Api {
+                what: "listing the containers with a label",
+                container: target.to_owned(),
+                message: e.to_string(),
+            })?;
+        match found.as_slice() {
+            [one] => one.id.clone().ok_or_else(|| DockerError::Api {
+                what: "listing the containers with a label",
+                container: target.to_owned(),
+                message: "the engine listed a container without an id".into(),
+            }),
+            [] => Err(DockerError::NoContainerWithLabel {
+                label: label.to_owned(),
+            }),
+            several => Err(DockerError::SeveralContainersWithLabel {
+                label: label.to_owned(),
+                count: several.len(),
+                names: several
+                    .iter()
+                    .map(|c| {
+                        c.names
+                            .as_ref()
+                            .and_then(|n| n.first())
+                            .map(|n| n.trim_start_matches('/').to_owned())
+                            .or_else(|| c.id.clone())
+                            .unwrap_or_default()
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }),
+        }
     }
 
     /// `GET /_ping`.
@@ -414,6 +473,14 @@ impl DockerRuntime {
     pub fn new(client: DockerClient) -> DockerRuntime {
         DockerRuntime { client }
     }
+
+    /// The container to act on (a `label=KEY=VALUE` selector is looked up now).
+    async fn resolve(&self, container: &str) -> Result<String, String> {
+        self.client
+            .resolve_container(container)
+            .await
+            .map_err(|e| e.to_string())
+    }
 }
 
 impl PrisonerRuntime for DockerRuntime {
@@ -422,6 +489,7 @@ impl PrisonerRuntime for DockerRuntime {
         Box::pin(async move {
             // A paused container cannot act on SIGKILL until thawed; the engine handles
             // that itself, so one kill suffices.
+            let container = self.resolve(&container).await?;
             self.client
                 .kill(&container, "SIGKILL")
                 .await
@@ -432,6 +500,7 @@ impl PrisonerRuntime for DockerRuntime {
     fn pause(&self, container: &str) -> BoxFuture<'_, Result<(), String>> {
         let container = container.to_owned();
         Box::pin(async move {
+            let container = self.resolve(&container).await?;
             self.client
                 .pause(&container)
                 .await
@@ -442,6 +511,7 @@ impl PrisonerRuntime for DockerRuntime {
     fn resume(&self, container: &str) -> BoxFuture<'_, Result<(), String>> {
         let container = container.to_owned();
         Box::pin(async move {
+            let container = self.resolve(&container).await?;
             self.client
                 .unpause(&container)
                 .await

@@ -214,7 +214,7 @@ fn bad_container_name_and_docker_host_name_their_position() {
     let e = err("policy: /p\nstate_dir: /s\nexec_helper: /bin/sh\nprisoners:\n  - {name: a, socket: /a.sock, container: \"-x y\"}\n");
     assert_eq!(
         e,
-        "/etc/clawrden/warden.yaml:5:44: invalid container \"-x y\": give the container's name or id (letters, digits, '.', '_' or '-')"
+        "/etc/clawrden/warden.yaml:5:44: invalid container \"-x y\": give the container's name or id (letters, digits, '.', '_' or '-'), or use container_label: KEY=VALUE"
     );
     let e = err("policy: /p\nstate_dir: /s\nexec_helper: /bin/sh\ndocker_host: ssh://h\nprisoners:\n  - {name: a, socket: /a.sock}\n");
     assert_eq!(
@@ -244,4 +244,55 @@ fn trust_proxy_is_off_unless_the_file_or_the_flag_turns_it_on() {
         ..args
     };
     assert!(from_flags(&args).unwrap().trust_proxy);
+}
+
+#[test]
+fn container_label_selects_the_container_by_label() {
+    let c = parse(
+        "policy: /p\nstate_dir: /s\nexec_helper: /bin/sh\nprisoners:\n  - {name: a, socket: /a.sock, container_label: org.clawrden.prisoner=agent-1}\n  - {name: b, socket: /b.sock, container: b-box}\n",
+    )
+    .unwrap();
+    assert_eq!(
+        c.prisoners[0].container_name(),
+        "label=org.clawrden.prisoner=agent-1"
+    );
+    assert_eq!(
+        c.prisoners[0].container_label(),
+        Some("org.clawrden.prisoner=agent-1")
+    );
+    assert_eq!(c.prisoners[1].container_name(), "b-box");
+    assert_eq!(c.prisoners[1].container_label(), None);
+}
+
+#[test]
+fn container_and_container_label_together_are_refused_at_the_label() {
+    let e = err("policy: /p\nstate_dir: /s\nexec_helper: /bin/sh\nprisoners:\n  - name: a\n    socket: /a.sock\n    container: a-box\n    container_label: app=a\n");
+    assert_eq!(
+        e,
+        "/etc/clawrden/warden.yaml:8:22: prisoner \"a\" has both `container:` and `container_label:`; give exactly one of them"
+    );
+}
+
+#[test]
+fn container_label_without_key_and_value_names_its_position() {
+    for bad in ["app", "=a", "\"a b=c\""] {
+        let e = err(&format!(
+            "policy: /p\nstate_dir: /s\nexec_helper: /bin/sh\nprisoners:\n  - {{name: a, socket: /a.sock, container_label: {bad}}}\n"
+        ));
+        let shown = bad.trim_matches('"');
+        assert_eq!(
+            e,
+            format!("/etc/clawrden/warden.yaml:5:{}: invalid container_label {shown:?}: write KEY=VALUE, e.g. org.clawrden.prisoner=agent-1", if bad.starts_with('"') { 50 } else { 49 }),
+            "{bad}"
+        );
+    }
+}
+
+#[test]
+fn a_container_name_cannot_pose_as_a_label_selector() {
+    let e = err("policy: /p\nstate_dir: /s\nexec_helper: /bin/sh\nprisoners:\n  - {name: a, socket: /a.sock, container: label=app=a}\n");
+    assert_eq!(
+        e,
+        "/etc/clawrden/warden.yaml:5:43: invalid container \"label=app=a\": give the container's name or id (letters, digits, '.', '_' or '-'), or use container_label: KEY=VALUE"
+    );
 }

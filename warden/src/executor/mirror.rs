@@ -59,7 +59,7 @@ const FORWARDED_SIGNALS: [i32; 5] = [
 #[derive(Debug)]
 pub struct MirrorExecutor {
     docker: DockerClient,
-    /// Prisoner name -> container name or id.
+    /// Prisoner name -> container name or id, or a `label=KEY=VALUE` selector.
     containers: HashMap<String, String>,
     shim: String,
     originals: String,
@@ -170,7 +170,7 @@ impl MirrorExecutor {
         if *cancel.borrow_and_update() {
             return cancelled(REASON_CANCELLED_BY_WARDEN);
         }
-        let Some(container) = self.containers.get(&req.prisoner).cloned() else {
+        let Some(target) = self.containers.get(&req.prisoner) else {
             return Outcome::SpawnFailed {
                 not_found: false,
                 message: format!(
@@ -178,6 +178,20 @@ impl MirrorExecutor {
                     req.prisoner
                 ),
             };
+        };
+        // A `container_label` prisoner is looked up on every call: its container may have
+        // been replaced since the last one.
+        let container = match self.docker.resolve_container(target).await {
+            Ok(c) => c,
+            Err(e) => {
+                return Outcome::SpawnFailed {
+                    not_found: false,
+                    message: format!(
+                        "cannot find the container of prisoner {}: {e}",
+                        req.prisoner
+                    ),
+                }
+            }
         };
         let spec = match self.exec_spec(&req) {
             Ok(s) => s,
