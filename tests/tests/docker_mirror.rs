@@ -12,7 +12,8 @@
 //! (root) supervisor of its own command, a root `--kill` ignores a forged helper, and an
 //! `ask` made by the agent shows up in `clawctl --json queue`, `clawctl approve ID` exits
 //! 0 and the call then runs with its exact output. bookworm: a call made on a terminal
-//! (`docker exec --tty`) runs on one (`tty` prints /dev/pts/N). A prisoner configured with
+//! (`docker exec --tty`) runs on one (`tty` prints /dev/pts/N) and its binary output, even
+//! writes starting with byte 0, 1 or 2, arrives byte-exact. A prisoner configured with
 //! `container_label:` runs in the one container with that label, and fails naming the
 //! label when two carry it.
 //!
@@ -346,6 +347,44 @@ fn a_tty_call_runs_on_a_terminal(c: &Container) -> Result<(), String> {
     })
 }
 
+/// Binary output on a terminal arrives byte-exact, even when a write starts with byte 0, 1
+/// or 2 (which a multiplexed-stream decoder would take for a frame header): `cat` of three
+/// files, each written separately, starting with 0x00, 0x01 and 0x02. No byte is `\n` or
+/// `\r`, which the terminals' output processing could change.
+fn binary_output_on_a_terminal_is_byte_exact(c: &Container) -> Result<(), String> {
+    let files: [(&str, &[u8]); 3] = [
+        (
+            "/tmp/clawrden-tty-0",
+            &[0x00, 0x01, 0x02, 0xff, 0x00, 0x7f, 0x03, 0x00, 0x00, 0x41],
+        ),
+        (
+            "/tmp/clawrden-tty-1",
+            &[0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x10, 0xfe],
+        ),
+        (
+            "/tmp/clawrden-tty-2",
+            &[0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x20, 0x42],
+        ),
+    ];
+    for (path, bytes) in files {
+        let of = format!("of={path}");
+        let out = c.exec_with_stdin("agent", &["dd", &of, "status=none"], bytes)?;
+        ensure(out.success(), || {
+            format!("writing {path} in the container: {out:?}")
+        })?;
+    }
+    let out = c.exec_tty("agent", &["cat", files[0].0, files[1].0, files[2].0])?;
+    let want: Vec<u8> = files.iter().flat_map(|(_, b)| b.iter().copied()).collect();
+    ensure(out.status == Some(0) && out.stdout == want, || {
+        format!(
+            "cat of binary files on a terminal as agent: status {:?}, stdout {:02x?} (want {want:02x?}), stderr {:?}",
+            out.status,
+            out.stdout,
+            out.stderr_text()
+        )
+    })
+}
+
 fn binary_stdin_and_stdout_are_byte_exact(c: &Container) -> Result<(), String> {
     let data = seeded_bytes(0x5eed_0001, 1 << 20);
     let out = c.exec_with_stdin("agent", &["cat"], &data)?;
@@ -501,6 +540,10 @@ fn mirror_case(test: &str, image: &str, nested: bool, tty: bool) {
         report.check(
             "a call made on a terminal runs on a terminal",
             a_tty_call_runs_on_a_terminal(&c),
+        );
+        report.check(
+            "binary output on a terminal is byte-exact",
+            binary_output_on_a_terminal_is_byte_exact(&c),
         );
     }
     report.finish(&warden);

@@ -15,7 +15,8 @@ use bollard::container::LogOutput;
 use bollard::exec::{CreateExecOptions, ResizeExecOptions, StartExecOptions, StartExecResults};
 use bollard::query_parameters::{KillContainerOptions, ListContainersOptions};
 use futures_util::{Stream, StreamExt};
-use tokio::io::AsyncWrite;
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::UnixStream;
 
 use crate::control::{BoxFuture, PrisonerRuntime};
 
@@ -24,6 +25,12 @@ pub const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
 /// Timeout of one API request (not of an attached exec stream, which lasts as long as the
 /// command).
 const REQUEST_TIMEOUT_SECS: u64 = 30;
+/// Largest HTTP response head accepted when starting a TTY exec.
+const MAX_RESPONSE_HEAD: usize = 16 * 1024;
+/// Largest error body read when the engine refuses to start a TTY exec.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+/// Read size for a TTY exec's raw output.
+const RAW_READ_CHUNK: usize = 32 * 1024;
 
 /// A Docker API call that failed.
 #[derive(Debug, thiserror::Error)]
@@ -109,7 +116,8 @@ pub struct ExecSpec {
 /// A started, attached exec.
 pub struct AttachedExec {
     pub id: String,
-    /// stdout/stderr frames (demultiplexed), or `Console` chunks with a TTY.
+    /// stdout/stderr frames (demultiplexed), or with a TTY `Console` chunks of the raw
+    /// terminal stream.
     pub output: Pin<Box<dyn Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>>,
     /// The process's stdin; shutting it down closes stdin.
     pub input: Pin<Box<dyn AsyncWrite + Send>>,
@@ -278,13 +286,21 @@ impl DockerClient {
             })
     }
 
-    /// Creates and starts an attached exec in `container`.
+    /// Creates and starts an attached exec in `container`. A TTY exec on a unix socket
+    /// engine is started on a raw connection of its own (`start_tty_exec`), so its
+    /// output is byte-exact; over `tcp://` it goes through bollard, whose decoder loses the
+    /// first 8 bytes of an output chunk that starts with byte 0, 1 or 2.
     pub async fn exec(
         &self,
         container: &str,
         spec: &ExecSpec,
     ) -> Result<AttachedExec, DockerError> {
         let id = self.create_exec(container, spec, true).await?;
+        if spec.tty {
+            if let Some(socket) = self.host.strip_prefix("unix://") {
+                return self.start_tty_exec(container, socket, id).await;
+            }
+        }
         let started = self
             .ready()
             .await?
@@ -306,6 +322,69 @@ impl DockerClient {
                 message: "the engine started it detached although it was asked to attach".into(),
             }),
         }
+    }
+
+    /// Starts the TTY exec `id` on a connection of its own to the engine's unix socket and
+    /// hands the upgraded connection over as the raw byte stream it is. (bollard's
+    /// `start_exec` decodes a TTY exec's stream as if it could be multiplexed and mistakes
+    /// an output chunk that starts with byte 0, 1 or 2 for a frame header.)
+    async fn start_tty_exec(
+        &self,
+        container: &str,
+        socket: &str,
+        id: String,
+    ) -> Result<AttachedExec, DockerError> {
+        let failed = |message: String| DockerError::Api {
+            what: "starting an exec",
+            container: container.to_owned(),
+            message,
+        };
+        let version = self.ready().await?.client_version();
+        let started = tokio::time::timeout(
+            Duration::from_secs(REQUEST_TIMEOUT_SECS),
+            start_raw_exec(socket, &version.to_string(), &id),
+        )
+        .await
+        .map_err(|_| {
+            failed(format!(
+                "the engine at {} did not answer within {REQUEST_TIMEOUT_SECS}s",
+                self.host
+            ))
+        })?;
+        let (stream, first) = started.map_err(|e| match e.status {
+            Some(404) => DockerError::NoSuchContainer {
+                container: container.to_owned(),
+            },
+            _ => failed(e.message),
+        })?;
+        let (read, write) = tokio::io::split(stream);
+        // Ends after the first read error (reported once) or at end of stream.
+        let output = futures_util::stream::unfold(Some((read, first)), |state| async move {
+            let (mut read, first) = state?;
+            if !first.is_empty() {
+                let chunk = LogOutput::Console {
+                    message: first.into(),
+                };
+                return Some((Ok(chunk), Some((read, Vec::new()))));
+            }
+            let mut buf = vec![0u8; RAW_READ_CHUNK];
+            match read.read(&mut buf).await {
+                Ok(0) => None,
+                Ok(n) => {
+                    buf.truncate(n);
+                    let chunk = LogOutput::Console {
+                        message: buf.into(),
+                    };
+                    Some((Ok(chunk), Some((read, Vec::new()))))
+                }
+                Err(err) => Some((Err(bollard::errors::Error::IOError { err }), None)),
+            }
+        });
+        Ok(AttachedExec {
+            id,
+            output: Box::pin(output),
+            input: Box::pin(write),
+        })
     }
 
     async fn create_exec(
@@ -463,6 +542,154 @@ impl DockerClient {
     }
 }
 
+/// Why starting a TTY exec on a raw connection failed: the engine's HTTP status if it
+/// answered with an error, and what went wrong.
+#[derive(Debug)]
+struct RawStartError {
+    status: Option<u16>,
+    message: String,
+}
+
+impl RawStartError {
+    fn new(message: String) -> RawStartError {
+        RawStartError {
+            status: None,
+            message,
+        }
+    }
+}
+
+/// `POST /v{version}/exec/{id}/start` with `{"Detach":false,"Tty":true}` over the engine's
+/// unix socket `socket`, asking to upgrade the connection to a raw stream. Returns the
+/// connection, now carrying the exec's raw terminal stream both ways, and the stream bytes
+/// that arrived together with the response head.
+async fn start_raw_exec(
+    socket: &str,
+    version: &str,
+    id: &str,
+) -> Result<(UnixStream, Vec<u8>), RawStartError> {
+    let io_error = |doing: &str, e: std::io::Error| {
+        RawStartError::new(format!("{doing} the Docker socket {socket}: {e}"))
+    };
+    let mut stream = UnixStream::connect(socket)
+        .await
+        .map_err(|e| io_error("cannot connect to", e))?;
+    let body = r#"{"Detach":false,"Tty":true}"#;
+    let request = format!(
+        "POST /v{version}/exec/{id}/start HTTP/1.1\r\n\
+         Host: docker\r\n\
+         Content-Type: application/json\r\n\
+         Content-Length: {}\r\n\
+         Connection: Upgrade\r\n\
+         Upgrade: tcp\r\n\
+         \r\n\
+         {body}",
+        body.len()
+    );
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| io_error("cannot write to", e))?;
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 4096];
+    let head_len = loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end + 4;
+        }
+        if buf.len() >= MAX_RESPONSE_HEAD {
+            return Err(RawStartError::new(format!(
+                "the engine's response head is longer than {MAX_RESPONSE_HEAD} bytes"
+            )));
+        }
+        let n = stream
+            .read(&mut chunk)
+            .await
+            .map_err(|e| io_error("cannot read from", e))?;
+        if n == 0 {
+            return Err(RawStartError::new(
+                "the engine closed the connection without answering".into(),
+            ));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let rest = buf.split_off(head_len);
+    let head = ResponseHead::parse(&buf).map_err(RawStartError::new)?;
+    match head.status {
+        // 101: upgraded; 200: older engines send the raw stream right after the head.
+        101 | 200 => Ok((stream, rest)),
+        status => {
+            let mut body = rest;
+            let want = head.content_length.unwrap_or(0).min(MAX_ERROR_BODY);
+            while body.len() < want {
+                match stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => body.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let message = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v.get("message")?.as_str().map(str::to_owned))
+                .filter(|m| !m.is_empty())
+                .unwrap_or_else(|| {
+                    format!(
+                        "the engine answered {status} {}: {}",
+                        head.reason,
+                        String::from_utf8_lossy(&body).trim()
+                    )
+                });
+            Err(RawStartError {
+                status: Some(status),
+                message,
+            })
+        }
+    }
+}
+
+/// The parts of an HTTP/1.x response head that starting an exec needs.
+#[derive(Debug, PartialEq, Eq)]
+struct ResponseHead {
+    status: u16,
+    reason: String,
+    content_length: Option<usize>,
+}
+
+impl ResponseHead {
+    /// Parses `head` (status line and header lines, up to and including the blank line).
+    fn parse(head: &[u8]) -> Result<ResponseHead, String> {
+        let text = std::str::from_utf8(head)
+            .map_err(|_| "the engine's response head is not valid UTF-8".to_owned())?;
+        let mut lines = text.split("\r\n");
+        let status_line = lines.next().unwrap_or_default();
+        let not_http =
+            || format!("the engine did not answer with an HTTP/1 status line: {status_line:?}");
+        let rest = status_line.strip_prefix("HTTP/1.").ok_or_else(not_http)?;
+        let mut parts = rest.splitn(3, ' ');
+        let _minor = parts.next();
+        let status = parts
+            .next()
+            .filter(|c| c.len() == 3)
+            .and_then(|c| c.parse::<u16>().ok())
+            .ok_or_else(not_http)?;
+        let reason = parts.next().unwrap_or_default().to_owned();
+        let mut content_length = None;
+        for line in lines.filter(|l| !l.is_empty()) {
+            let (name, value) = line.split_once(':').ok_or_else(|| {
+                format!("malformed header line in the engine's response: {line:?}")
+            })?;
+            if name.trim().eq_ignore_ascii_case("content-length") {
+                content_length = Some(value.trim().parse::<usize>().map_err(|_| {
+                    format!("malformed Content-Length in the engine's response: {value:?}")
+                })?);
+            }
+        }
+        Ok(ResponseHead {
+            status,
+            reason,
+            content_length,
+        })
+    }
+}
+
 /// Kill, pause and resume of prisoners that are Docker containers.
 #[derive(Debug, Clone)]
 pub struct DockerRuntime {
@@ -521,5 +748,49 @@ impl PrisonerRuntime for DockerRuntime {
 
     fn ping(&self) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move { self.client.ping().await.map_err(|e| e.to_string()) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn response_head_of_an_upgrade_parses() {
+        let head = ResponseHead::parse(
+            b"HTTP/1.1 101 UPGRADED\r\nContent-Type: application/vnd.docker.raw-stream\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(
+            head,
+            ResponseHead {
+                status: 101,
+                reason: "UPGRADED".into(),
+                content_length: None,
+            }
+        );
+    }
+
+    #[test]
+    fn response_head_of_an_error_carries_its_content_length() {
+        let head = ResponseHead::parse(
+            b"HTTP/1.1 409 Conflict\r\ncontent-length: 42\r\nContent-Type: application/json\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!((head.status, head.content_length), (409, Some(42)));
+    }
+
+    #[test]
+    fn response_head_that_is_not_http_is_refused() {
+        let err = ResponseHead::parse(b"SSH-2.0-OpenSSH\r\n\r\n").unwrap_err();
+        assert_eq!(
+            err,
+            "the engine did not answer with an HTTP/1 status line: \"SSH-2.0-OpenSSH\""
+        );
+        let err = ResponseHead::parse(b"HTTP/1.1 200 OK\r\nno colon\r\n\r\n").unwrap_err();
+        assert_eq!(
+            err,
+            "malformed header line in the engine's response: \"no colon\""
+        );
     }
 }

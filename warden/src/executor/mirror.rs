@@ -11,7 +11,8 @@
 //! The exec runs as root (only root can reach an original); the helper opens the original
 //! as root, drops to the caller's uid, gid and groups, and runs it in the caller's cwd with
 //! the scrubbed environment. Its stdin/stdout/stderr are the exec's attach stream
-//! (demultiplexed without a TTY, byte-exact).
+//! (demultiplexed without a TTY; with one, the raw terminal stream, passed on as stdout
+//! verbatim: see [`DockerClient::exec`]). Both are byte-exact.
 //!
 //! Docker cannot signal an exec, so signals go through a second exec,
 //! `clawrden-shim exec-helper --kill --request-id ID --signal SIG`, which finds the helper
