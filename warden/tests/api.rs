@@ -3,10 +3,9 @@
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use clawrden_policy::Policy;
 use clawrden_protocol::{read_message, write_message, Action as ProtoAction, Message, Request};
@@ -28,6 +27,11 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+#[path = "common/tempdir.rs"]
+#[allow(dead_code)] // each test crate uses part of the shared helper
+mod tempdir;
+use tempdir::TempDir;
+
 const POLICY: &str = "\
 version: 1
 default_action: deny
@@ -44,36 +48,6 @@ rules:
     args: [status]
     action: allow
 ";
-
-/// A fresh directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let p = PathBuf::from("/tmp").join(format!(
-            "cw-api-{}-{}-{nanos}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A control plane and the API serving it, with one token of each scope.
 struct Api {

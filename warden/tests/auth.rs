@@ -2,8 +2,6 @@
 //! file and the failed-authentication limiter.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use clawrden_warden::auth::{
@@ -13,30 +11,10 @@ use clawrden_warden::auth::{
 };
 use clawrden_warden::store::{Store, StoreError, Timestamp};
 
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "clawrden-auth-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+#[path = "common/tempdir.rs"]
+#[allow(dead_code)] // each test crate uses part of the shared helper
+mod tempdir;
+use tempdir::TempDir;
 
 #[test]
 fn scopes_are_ordered_read_approve_admin() {
@@ -95,7 +73,7 @@ fn constant_time_eq_compares_whole_strings() {
 
 #[test]
 fn created_token_verifies_and_only_its_hash_is_stored() {
-    let dir = TempDir::new("create");
+    let dir = TempDir::tagged("create");
     let store = Store::open(dir.path()).unwrap();
     let (record, secret) = create_token(&store, "ci-bot", Scope::Approve, Timestamp(1)).unwrap();
     assert_eq!(record.hash, hash_token(secret.expose()));
@@ -127,7 +105,7 @@ fn created_token_verifies_and_only_its_hash_is_stored() {
 
 #[test]
 fn unknown_malformed_and_revoked_tokens_are_rejected() {
-    let dir = TempDir::new("reject");
+    let dir = TempDir::tagged("reject");
     let store = Store::open(dir.path()).unwrap();
     let (_, secret) = create_token(&store, "old", Scope::Admin, Timestamp(1)).unwrap();
     let other = generate_token().unwrap();
@@ -159,7 +137,7 @@ fn unknown_malformed_and_revoked_tokens_are_rejected() {
 
 #[test]
 fn token_names_are_validated_and_unique() {
-    let dir = TempDir::new("names");
+    let dir = TempDir::tagged("names");
     let store = Store::open(dir.path()).unwrap();
     for bad in ["", "has space", "quote\"", &"x".repeat(65)] {
         let err = create_token(&store, bad, Scope::Read, Timestamp(1)).unwrap_err();
@@ -201,7 +179,7 @@ fn authorize_checks_scope() {
 
 #[test]
 fn first_start_writes_admin_token_file_0600_once() {
-    let dir = TempDir::new("admin");
+    let dir = TempDir::tagged("admin");
     let store = Store::open(dir.path()).unwrap();
     let path = ensure_admin_token(&store, dir.path(), Timestamp(1))
         .unwrap()
@@ -224,7 +202,7 @@ fn first_start_writes_admin_token_file_0600_once() {
 
 #[test]
 fn admin_token_is_not_recreated_once_any_token_exists() {
-    let dir = TempDir::new("admin-revoked");
+    let dir = TempDir::tagged("admin-revoked");
     let store = Store::open(dir.path()).unwrap();
     let path = ensure_admin_token(&store, dir.path(), Timestamp(1))
         .unwrap()
@@ -241,7 +219,7 @@ fn admin_token_is_not_recreated_once_any_token_exists() {
 
 #[test]
 fn stale_admin_token_file_from_an_old_database_is_replaced() {
-    let dir = TempDir::new("admin-stale");
+    let dir = TempDir::tagged("admin-stale");
     let path = dir.path().join(ADMIN_TOKEN_FILE);
     std::fs::write(&path, "clwd_stale\n").unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
@@ -300,7 +278,7 @@ fn limiter_rejects_after_n_failures_until_the_window_passes() {
 
 #[test]
 fn limited_client_gets_429_for_bad_tokens_but_still_gets_in_with_a_valid_one() {
-    let dir = TempDir::new("limited");
+    let dir = TempDir::tagged("limited");
     let store = Store::open(dir.path()).unwrap();
     let (_, good) = create_token(&store, "ok", Scope::Read, Timestamp(1)).unwrap();
     let limiter = FailedAuthLimiter::new(2, Duration::from_secs(60), 100);

@@ -2,9 +2,8 @@
 //! approvals, history paging, grants, tokens, prisoners and settings.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use clawrden_warden::auth::Scope;
@@ -14,31 +13,10 @@ use clawrden_warden::store::{
     SCHEMA_VERSION,
 };
 
-/// A directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "clawrden-store-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+#[path = "common/tempdir.rs"]
+#[allow(dead_code)] // each test crate uses part of the shared helper
+mod tempdir;
+use tempdir::TempDir;
 
 fn argv(words: &[&str]) -> Vec<Vec<u8>> {
     words.iter().map(|w| w.as_bytes().to_vec()).collect()
@@ -82,7 +60,7 @@ fn store_is_send_and_sync() {
 
 #[test]
 fn open_creates_wal_database_at_current_schema() {
-    let dir = TempDir::new("open");
+    let dir = TempDir::tagged("open");
     let state_dir = dir.path().join("nested/state");
     let store = Store::open(&state_dir).unwrap();
     assert_eq!(store.path(), state_dir.join("state.db"));
@@ -109,7 +87,7 @@ fn open_creates_wal_database_at_current_schema() {
 
 #[test]
 fn approval_for_an_unknown_request_is_not_found() {
-    let dir = TempDir::new("fk");
+    let dir = TempDir::tagged("fk");
     let store = Store::open(dir.path()).unwrap();
     let err = store
         .create_approval(&NewApproval {
@@ -127,7 +105,7 @@ fn approval_for_an_unknown_request_is_not_found() {
 
 #[test]
 fn open_refuses_a_database_from_a_newer_schema() {
-    let dir = TempDir::new("newer");
+    let dir = TempDir::tagged("newer");
     drop(Store::open(dir.path()).unwrap());
     let raw = rusqlite::Connection::open(dir.path().join("state.db")).unwrap();
     raw.execute(
@@ -161,7 +139,7 @@ fn open_refuses_a_database_from_a_newer_schema() {
 
 #[test]
 fn everything_survives_a_reopen() {
-    let dir = TempDir::new("reopen");
+    let dir = TempDir::tagged("reopen");
     let grant_id;
     {
         let store = Store::open(dir.path()).unwrap();
@@ -251,7 +229,7 @@ fn everything_survives_a_reopen() {
 
 #[test]
 fn restart_abandons_pending_and_running_requests_for_good() {
-    let dir = TempDir::new("abandon");
+    let dir = TempDir::tagged("abandon");
     {
         let store = Store::open(dir.path()).unwrap();
         store
@@ -362,7 +340,7 @@ fn kill_9_leaves_in_flight_requests_abandoned_after_restart() {
         let _ = std::io::stdin().read_line(&mut line);
         std::process::exit(1);
     }
-    let dir = TempDir::new("kill9");
+    let dir = TempDir::tagged("kill9");
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
@@ -407,7 +385,7 @@ fn kill_9_leaves_in_flight_requests_abandoned_after_restart() {
 
 #[test]
 fn terminal_states_never_change() {
-    let dir = TempDir::new("terminal");
+    let dir = TempDir::tagged("terminal");
     let store = Store::open(dir.path()).unwrap();
     let terminals = [
         RequestState::Done,
@@ -466,7 +444,7 @@ fn check_frozen(store: &Store, id: &str, state: RequestState) {
 
 #[test]
 fn life_cycle_sets_timestamps_and_exit_status() {
-    let dir = TempDir::new("cycle");
+    let dir = TempDir::tagged("cycle");
     let store = Store::open(dir.path()).unwrap();
     store
         .insert_request(&request("r", 100, RequestState::Pending))
@@ -517,7 +495,7 @@ fn life_cycle_sets_timestamps_and_exit_status() {
 
 #[test]
 fn insert_rejects_duplicates_and_terminal_initial_states() {
-    let dir = TempDir::new("insert");
+    let dir = TempDir::tagged("insert");
     let store = Store::open(dir.path()).unwrap();
     store
         .insert_request(&request("r", 1, RequestState::Pending))
@@ -546,7 +524,7 @@ fn insert_rejects_duplicates_and_terminal_initial_states() {
 
 #[test]
 fn argv_and_cwd_round_trip_byte_exact_and_store_hex_for_non_utf8() {
-    let dir = TempDir::new("bytes");
+    let dir = TempDir::tagged("bytes");
     let store = Store::open(dir.path()).unwrap();
     let mut r = request("b", 1, RequestState::Running);
     r.argv = vec![b"/bin/cat".to_vec(), vec![b'f', 0xff, 0xfe]];
@@ -571,7 +549,7 @@ fn argv_and_cwd_round_trip_byte_exact_and_store_hex_for_non_utf8() {
 
 #[test]
 fn second_decision_on_an_approval_is_already_decided() {
-    let dir = TempDir::new("decide");
+    let dir = TempDir::tagged("decide");
     let store = Store::open(dir.path()).unwrap();
     store
         .insert_request(&request("r", 1, RequestState::Pending))
@@ -626,7 +604,7 @@ fn second_decision_on_an_approval_is_already_decided() {
 
 #[test]
 fn late_approval_expires_instead_of_approving() {
-    let dir = TempDir::new("late");
+    let dir = TempDir::tagged("late");
     let store = Store::open(dir.path()).unwrap();
     store
         .insert_request(&request("r", 1, RequestState::Pending))
@@ -660,7 +638,7 @@ fn late_approval_expires_instead_of_approving() {
 
 #[test]
 fn expire_and_cancel_close_pending_approvals() {
-    let dir = TempDir::new("close");
+    let dir = TempDir::tagged("close");
     let store = Store::open(dir.path()).unwrap();
     for (i, id) in ["a", "b"].iter().enumerate() {
         let rid = format!("r{id}");
@@ -701,7 +679,7 @@ fn expire_and_cancel_close_pending_approvals() {
 
 #[test]
 fn list_requests_filters_by_state_newest_first_with_limit() {
-    let dir = TempDir::new("list");
+    let dir = TempDir::tagged("list");
     let store = Store::open(dir.path()).unwrap();
     for (id, at, state) in [
         ("p1", 1, RequestState::Pending),
@@ -742,7 +720,7 @@ fn history_ids(store: &Store, q: &HistoryQuery) -> Vec<String> {
 
 #[test]
 fn history_filters_combine() {
-    let dir = TempDir::new("history");
+    let dir = TempDir::tagged("history");
     let store = Store::open(dir.path()).unwrap();
     let add = |id: &str, at: i64, prisoner: &str, words: &[&str], state: RequestState| {
         let mut r = request(id, at, state);
@@ -830,7 +808,7 @@ fn history_filters_combine() {
 
 #[test]
 fn history_pages_with_a_keyset_cursor_across_equal_timestamps() {
-    let dir = TempDir::new("paging");
+    let dir = TempDir::tagged("paging");
     let store = Store::open(dir.path()).unwrap();
     // Five requests, three sharing one timestamp.
     for (id, at) in [("c1", 1), ("c2", 2), ("c3", 2), ("c4", 2), ("c5", 3)] {
@@ -895,7 +873,7 @@ fn new_grant(words: &[&str], cwd: &str, ttl: Duration) -> NewGrant {
 
 #[test]
 fn grant_ttl_must_be_positive_and_at_most_a_day() {
-    let dir = TempDir::new("ttl");
+    let dir = TempDir::tagged("ttl");
     let store = Store::open(dir.path()).unwrap();
     for ttl in [Duration::ZERO, MAX_GRANT_TTL + Duration::from_secs(1)] {
         let err = store
@@ -919,7 +897,7 @@ fn grant_ttl_must_be_positive_and_at_most_a_day() {
 
 #[test]
 fn grants_match_exact_prisoner_argv_and_cwd_only() {
-    let dir = TempDir::new("grants");
+    let dir = TempDir::tagged("grants");
     let store = Store::open(dir.path()).unwrap();
     let g = store
         .create_grant(
@@ -963,7 +941,7 @@ fn grants_match_exact_prisoner_argv_and_cwd_only() {
 
 #[test]
 fn grant_use_is_counted_and_revocation_wins() {
-    let dir = TempDir::new("grant-use");
+    let dir = TempDir::tagged("grant-use");
     let store = Store::open(dir.path()).unwrap();
     let g = store
         .create_grant(
@@ -1017,7 +995,7 @@ fn grant_use_is_counted_and_revocation_wins() {
 
 #[test]
 fn expired_grant_cannot_be_used() {
-    let dir = TempDir::new("grant-exp");
+    let dir = TempDir::tagged("grant-exp");
     let store = Store::open(dir.path()).unwrap();
     let g = store
         .create_grant(
@@ -1032,7 +1010,7 @@ fn expired_grant_cannot_be_used() {
 
 #[test]
 fn token_rows_have_unique_names_and_can_be_revoked() {
-    let dir = TempDir::new("tokens");
+    let dir = TempDir::tagged("tokens");
     let store = Store::open(dir.path()).unwrap();
     assert_eq!(store.token_count().unwrap(), 0);
     let t = store
@@ -1094,7 +1072,7 @@ fn token_rows_have_unique_names_and_can_be_revoked() {
 
 #[test]
 fn prisoner_state_survives_re_registration() {
-    let dir = TempDir::new("prisoners");
+    let dir = TempDir::tagged("prisoners");
     let store = Store::open(dir.path()).unwrap();
     let p = store
         .upsert_prisoner("agent-1", "/run/1.sock", None, Timestamp(1))
@@ -1140,7 +1118,7 @@ fn prisoner_state_survives_re_registration() {
 
 #[test]
 fn settings_get_set_overwrite_delete() {
-    let dir = TempDir::new("settings");
+    let dir = TempDir::tagged("settings");
     let store = Store::open(dir.path()).unwrap();
     assert_eq!(store.get_setting("lockdown").unwrap(), None);
     store.set_setting("lockdown", "on").unwrap();
