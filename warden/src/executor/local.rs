@@ -37,7 +37,10 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use self::plumbing::StdinOp;
 use self::resolve::ShimIdentity;
-use super::{ExecIo, ExecRequest, Executor, Outcome, RunFuture, Started, StreamIn, StreamOut};
+use super::{
+    ExecIo, ExecRequest, Executor, Outcome, RunFuture, Started, StreamIn, StreamOut,
+    REASON_CANCELLED_BY_WARDEN, REASON_SHIM_DISCONNECTED,
+};
 
 /// Extra time the exec-helper gets, beyond the grace period, to finish killing the tree.
 const HELPER_KILL_SLACK: Duration = Duration::from_secs(3);
@@ -55,11 +58,6 @@ const FORWARDED_SIGNALS: [Signal; 5] = [
 ];
 /// Search path used when the warden itself has no PATH.
 const FALLBACK_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-/// `Cancelled.reason` when the shim went away.
-pub const REASON_SHIM_DISCONNECTED: &str = "the shim disconnected";
-/// `Cancelled.reason` when the warden cancelled (lockdown, kill switch, shutdown).
-pub const REASON_CANCELLED_BY_WARDEN: &str = "cancelled by the warden";
 
 /// The exec-helper binary cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -129,7 +127,7 @@ impl LocalExecutor {
             mut cancel,
         } = io;
         if *cancel.borrow_and_update() {
-            return cancelled(REASON_CANCELLED_BY_WARDEN);
+            return Outcome::cancelled(REASON_CANCELLED_BY_WARDEN);
         }
         let program = match self.check(&req) {
             Ok(p) => p,
@@ -292,12 +290,6 @@ impl Executor for LocalExecutor {
 
     fn run(&self, req: ExecRequest, io: ExecIo) -> RunFuture<'_> {
         Box::pin(self.run_request(req, io))
-    }
-}
-
-fn cancelled(reason: &str) -> Outcome {
-    Outcome::Cancelled {
-        reason: reason.into(),
     }
 }
 

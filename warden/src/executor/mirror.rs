@@ -35,7 +35,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::{ExecIo, ExecRequest, Executor, Outcome, RunFuture, Started, StreamIn, StreamOut};
 use crate::docker::{AttachedExec, DockerClient, ExecSpec};
-use crate::executor::local::{REASON_CANCELLED_BY_WARDEN, REASON_SHIM_DISCONNECTED};
+use crate::executor::{REASON_CANCELLED_BY_WARDEN, REASON_SHIM_DISCONNECTED};
 
 /// The shim inside a hardened prisoner (install-clawrden.sh puts it there).
 pub const SHIM_IN_PRISONER: &str = "/usr/lib/clawrden/bin/clawrden-shim";
@@ -169,7 +169,7 @@ impl MirrorExecutor {
             mut cancel,
         } = io;
         if *cancel.borrow_and_update() {
-            return cancelled(REASON_CANCELLED_BY_WARDEN);
+            return Outcome::cancelled(REASON_CANCELLED_BY_WARDEN);
         }
         let Some(target) = self.containers.get(&req.prisoner) else {
             return Outcome::SpawnFailed {
@@ -369,12 +369,6 @@ impl Executor for MirrorExecutor {
 
     fn run(&self, req: ExecRequest, io: ExecIo) -> RunFuture<'_> {
         Box::pin(self.run_request(req, io))
-    }
-}
-
-fn cancelled(reason: &str) -> Outcome {
-    Outcome::Cancelled {
-        reason: reason.into(),
     }
 }
 

@@ -102,6 +102,20 @@ pub enum Outcome {
     },
 }
 
+/// `Cancelled.reason` when the shim went away.
+pub const REASON_SHIM_DISCONNECTED: &str = "the shim disconnected";
+/// `Cancelled.reason` when the warden cancelled (lockdown, kill switch, shutdown).
+pub const REASON_CANCELLED_BY_WARDEN: &str = "cancelled by the warden";
+
+impl Outcome {
+    /// [`Outcome::Cancelled`] with `reason`.
+    pub fn cancelled(reason: &str) -> Outcome {
+        Outcome::Cancelled {
+            reason: reason.into(),
+        }
+    }
+}
+
 /// Boxed future returned by [`Executor::run`].
 pub type RunFuture<'a> = Pin<Box<dyn Future<Output = Outcome> + Send + 'a>>;
 
