@@ -166,6 +166,17 @@ pub fn ensure_test_image(name: &str) -> Result<String, String> {
     Ok(format!("clawrden-test/{name}:latest"))
 }
 
+/// `clawrden-test/<name>-<checkout>:latest`: a tag for an image this checkout builds from
+/// its own shim and scripts. `<checkout>` is derived from the repository's path, so two
+/// checkouts running the Docker tier at the same time never overwrite each other's
+/// hardened images (the base images, identical for every checkout, keep plain tags).
+pub fn checkout_tag(name: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(repo_root().as_os_str().as_encoded_bytes());
+    let short: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+    format!("clawrden-test/{name}-{short}:latest")
+}
+
 /// Builds `tag` from `base` with `scripts/harden-container.sh`, intercepting `tools`, with
 /// the static musl shim; returns the tag it printed.
 pub fn harden_image(base: &str, tools: &[&str], tag: &str) -> Result<String, String> {

@@ -10,7 +10,7 @@
 //! `cargo build --release -p clawrden-shim --target x86_64-unknown-linux-musl`.
 
 use clawrden_e2e::docker::{
-    ensure_test_image, harden_image, musl_shim, require_docker_or_skip, Container,
+    checkout_tag, ensure_test_image, harden_image, musl_shim, require_docker_or_skip, Container,
     INSTALLER_IN_IMAGE, ORIGINALS_IN_IMAGE, SHIM_IN_IMAGE,
 };
 
@@ -316,7 +316,7 @@ fn hardening_matrix_case(test: &str, image: &str, tool_names: &[&str]) {
     musl_shim().unwrap_or_else(|e| panic!("{test}: {e}"));
     let base_tag =
         ensure_test_image(image).unwrap_or_else(|e| panic!("{test}: base image {image}: {e}"));
-    let hardened_tag = format!("clawrden-test/{image}-hardened:latest");
+    let hardened_tag = checkout_tag(&format!("{image}-hardened"));
     harden_image(&base_tag, tool_names, &hardened_tag)
         .unwrap_or_else(|e| panic!("{test}: hardening {base_tag}: {e}"));
 

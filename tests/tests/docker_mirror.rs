@@ -23,8 +23,8 @@
 
 use clawrden_e2e::argv_strings;
 use clawrden_e2e::docker::{
-    ensure_test_image, harden_image, musl_shim, require_docker_or_skip, Container, MirrorWarden,
-    ORIGINALS_IN_IMAGE, SHIM_IN_IMAGE,
+    checkout_tag, ensure_test_image, harden_image, musl_shim, require_docker_or_skip, Container,
+    MirrorWarden, ORIGINALS_IN_IMAGE, SHIM_IN_IMAGE,
 };
 use clawrden_e2e::seeded_bytes;
 
@@ -98,7 +98,7 @@ fn prisoner(test: &str, image: &str, tools: &[&str]) -> Option<(MirrorWarden, Co
     }
     musl_shim().unwrap_or_else(|e| panic!("{test}: {e}"));
     let base = ensure_test_image(image).unwrap_or_else(|e| panic!("{test}: base {image}: {e}"));
-    let tag = format!("clawrden-test/{image}-mirror:latest");
+    let tag = checkout_tag(&format!("{image}-mirror"));
     harden_image(&base, tools, &tag).unwrap_or_else(|e| panic!("{test}: hardening {base}: {e}"));
     let mut warden = MirrorWarden::prepare(PRISONER);
     let mount = warden.mount_arg();
@@ -660,8 +660,8 @@ fn a_prisoner_found_by_label_runs_in_the_single_container_with_that_label() {
     }
     musl_shim().unwrap_or_else(|e| panic!("{test}: {e}"));
     let base = ensure_test_image("bookworm").unwrap_or_else(|e| panic!("{test}: {e}"));
-    let tag = "clawrden-test/bookworm-by-label:latest";
-    harden_image(&base, &["cat"], tag).unwrap_or_else(|e| panic!("{test}: {e}"));
+    let tag = checkout_tag("bookworm-by-label");
+    harden_image(&base, &["cat"], &tag).unwrap_or_else(|e| panic!("{test}: {e}"));
     let mut warden = MirrorWarden::prepare(PRISONER);
     let mount = warden.mount_arg();
     let label = format!("org.clawrden.test.prisoner={}", std::process::id());
@@ -673,7 +673,7 @@ fn a_prisoner_found_by_label_runs_in_the_single_container_with_that_label() {
         "--label",
         &label,
     ];
-    let first = Container::start(tag, &args).unwrap_or_else(|e| panic!("{test}: {e}"));
+    let first = Container::start(&tag, &args).unwrap_or_else(|e| panic!("{test}: {e}"));
     warden
         .start_by_label(PRISONER, &label, POLICY)
         .unwrap_or_else(|e| panic!("{test}: {e}"));
@@ -685,7 +685,7 @@ fn a_prisoner_found_by_label_runs_in_the_single_container_with_that_label() {
         "{test}: cat /etc/hostname with one labelled container: {out:?}\n{}",
         warden.log()
     );
-    let second = Container::start(tag, &["--hostname", "second", "--label", &label])
+    let second = Container::start(&tag, &["--hostname", "second", "--label", &label])
         .unwrap_or_else(|e| panic!("{test}: {e}"));
     let out = first
         .exec("agent", &["cat", "/etc/hostname"])
