@@ -417,6 +417,22 @@ impl TestWarden {
         self.state_dir.join("audit").join("audit.jsonl")
     }
 
+    /// The warden's audit key (`<state-dir>/audit.key`).
+    pub fn audit_key_path(&self) -> PathBuf {
+        self.state_dir.join(clawrden_audit::KEY_FILE)
+    }
+
+    /// Verifies the whole audit directory, MACs included, with the one chain definition
+    /// the warden writes with; panics with the first bad line.
+    pub fn verify_audit(&self) -> clawrden_audit::Report {
+        let key = clawrden_audit::AuditKey::read(&self.audit_key_path())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let files = clawrden_audit::expand_paths(&[self.state_dir.join("audit")])
+            .unwrap_or_else(|f| panic!("{f}"));
+        clawrden_audit::verify_files(&files, Some(&key))
+            .unwrap_or_else(|f| panic!("audit does not verify: {f}"))
+    }
+
     /// Every complete line of the audit file so far, parsed.
     pub fn audit_events(&self) -> Vec<AuditEvent> {
         match fs::read(self.audit_path()) {

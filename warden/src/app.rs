@@ -142,7 +142,7 @@ pub fn run_daemon(args: &RunArgs) -> u8 {
             Err(e) => {
                 tracing::error!(error = %e, "cannot set up the warden");
                 eprintln!("clawrden-warden: {e}");
-                return EXIT_FAILURE;
+                return e.exit_status();
             }
         };
         if let Some(t) = metrics_token {

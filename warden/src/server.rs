@@ -11,7 +11,7 @@ use std::time::Duration;
 use clawrden_policy::Policy;
 use tokio::sync::{mpsc, watch};
 
-use crate::audit::{Audit, Event, DEFAULT_MAX_SIZE};
+use crate::audit::{Audit, AuditKey, Event, DEFAULT_MAX_SIZE};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{PrisonerSocket, WardenConfig};
 use crate::control::{ControlOptions, ControlPlane, PrisonerConfig, PrisonerRuntime};
@@ -27,6 +27,27 @@ use crate::store::Store;
 const PROTOCOL_WARNINGS_PER_MINUTE: u32 = 10;
 /// How long shutdown waits for sessions to end (their commands' trees being killed).
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(15);
+
+/// Why a warden could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// Something the operator must fix in the state directory or config (exit 64).
+    #[error("{0}")]
+    Usage(String),
+    /// The state could not be opened (exit 1).
+    #[error("{0}")]
+    Failure(#[from] io::Error),
+}
+
+impl SetupError {
+    /// The daemon's exit status for this error.
+    pub fn exit_status(&self) -> u8 {
+        match self {
+            SetupError::Usage(_) => crate::app::EXIT_USAGE,
+            SetupError::Failure(_) => crate::app::EXIT_FAILURE,
+        }
+    }
+}
 
 /// A warden, configured and ready to bind.
 pub struct Warden {
@@ -59,7 +80,7 @@ impl Warden {
         config: &WardenConfig,
         policy: Policy,
         executors: ExecutorRegistry,
-    ) -> io::Result<Warden> {
+    ) -> Result<Warden, SetupError> {
         Warden::with_clock(config, policy, executors, Arc::new(SystemClock))
     }
 
@@ -69,18 +90,20 @@ impl Warden {
         policy: Policy,
         executors: ExecutorRegistry,
         clock: Arc<dyn Clock>,
-    ) -> io::Result<Warden> {
+    ) -> Result<Warden, SetupError> {
+        let store = Store::open(&config.state_dir).map_err(io::Error::other)?;
+        let key = load_audit_key(&config.state_dir)?;
         let audit = Audit::new(
             config.state_dir.join("audit"),
             DEFAULT_MAX_SIZE,
             clock.clone(),
+            Arc::new(key),
         );
         let policy = Arc::new(PolicyStore::new(
             config.policy.clone(),
             policy,
             Some(audit.clone()),
         ));
-        let store = Store::open(&config.state_dir).map_err(io::Error::other)?;
         let control = ControlPlane::start(ControlOptions {
             state_dir: config.state_dir.clone(),
             store: Arc::new(store),
@@ -224,7 +247,8 @@ impl BoundWarden {
                     .map(|p| p.name.clone())
                     .collect::<Vec<_>>(),
             )
-            .with("executors", warden.executors.names());
+            .with("executors", warden.executors.names())
+            .with("audit_key_id", warden.audit.key_id());
         if let Err(e) = warden.control.record(&started) {
             tracing::error!(error = %e, "cannot write audit event");
         }
@@ -360,6 +384,24 @@ impl BoundWarden {
             listener::remove_socket(&path, identity);
         }
         tracing::info!("stopped");
+    }
+}
+
+/// The audit key at `<state-dir>/audit.key`, created (0600) on first start. A key that
+/// exists but cannot be read, is not a key, or is open to group or others stops the
+/// warden: writing an unkeyed or wrongly keyed audit would hide the problem.
+fn load_audit_key(state_dir: &std::path::Path) -> Result<AuditKey, SetupError> {
+    let path = state_dir.join(clawrden_audit::KEY_FILE);
+    match AuditKey::load_or_create(&path) {
+        Ok((key, created)) => {
+            if created {
+                tracing::info!(file = %path.display(), key_id = %key.id(), "created the audit key; copy it somewhere safe to verify the audit with `clawctl audit verify --key`");
+            }
+            Ok(key)
+        }
+        Err(e) => Err(SetupError::Usage(format!(
+            "{e} (the audit key; see \"Audit\" in README.md)"
+        ))),
     }
 }
 
