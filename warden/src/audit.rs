@@ -72,6 +72,8 @@ struct Writer {
     key: Arc<AuditKey>,
     open: Option<OpenFile>,
     last_error: Option<String>,
+    /// Gets a copy of every line written (off-host forwarding).
+    forward: Option<crate::audit_forward::Forwarder>,
 }
 
 struct OpenFile {
@@ -97,6 +99,7 @@ impl Audit {
                 key,
                 open: None,
                 last_error: None,
+                forward: None,
             })),
             failures: Arc::new(AtomicU64::new(0)),
         }
@@ -136,6 +139,11 @@ impl Audit {
                 Err(e)
             }
         }
+    }
+
+    /// Sends a copy of every line written from now on to `forward` (`None`: stop).
+    pub fn set_forwarder(&self, forward: Option<crate::audit_forward::Forwarder>) {
+        self.lock().forward = forward;
     }
 
     /// Flushes the active file to disk (on shutdown).
@@ -227,6 +235,9 @@ impl Writer {
         open.seq = seq;
         open.prev = link_hash(line.as_bytes());
         open.first_seq.get_or_insert(seq);
+        if let Some(f) = &self.forward {
+            f.offer(&line);
+        }
         Ok(seq)
     }
 

@@ -100,8 +100,14 @@ impl FrameReader {
                     let msg = Message::decode(header.kind, &self.buf[HEADER_LEN..end])
                         .map_err(RecvError::Protocol)?;
                     self.buf.drain(..end);
+                    // A large request's buffer is not kept for the rest of the session.
+                    if self.buf.capacity() > 2 * SCRATCH {
+                        self.buf.shrink_to(SCRATCH);
+                    }
                     return Ok(Some(msg));
                 }
+                // Room for exactly this frame, not a doubling past it.
+                self.buf.reserve_exact(end - self.buf.len());
             }
             let fd = stream.as_raw_fd();
             let scratch = &mut self.scratch;

@@ -12,6 +12,8 @@ use clawrden_policy::Policy;
 use tokio::sync::{mpsc, watch};
 
 use crate::audit::{Audit, AuditKey, Event, DEFAULT_MAX_SIZE};
+use crate::audit_forward;
+use crate::caps::{self, Caps};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{PrisonerSocket, WardenConfig};
 use crate::control::{ControlOptions, ControlPlane, PrisonerConfig, PrisonerRuntime};
@@ -27,6 +29,8 @@ use crate::store::Store;
 const PROTOCOL_WARNINGS_PER_MINUTE: u32 = 10;
 /// How long shutdown waits for sessions to end (their commands' trees being killed).
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(15);
+/// How long shutdown waits for queued audit lines to reach the off-host sink.
+const FORWARD_DRAIN_WAIT: Duration = Duration::from_secs(5);
 
 /// Why a warden could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +67,9 @@ pub struct Warden {
     api: Option<std::net::TcpListener>,
     /// Believe a reverse proxy's `X-Forwarded-Proto` (dashboard cookies get `Secure`).
     trust_proxy: bool,
+    caps: Arc<Caps>,
+    /// The off-host audit sink's queue, spawned when serving.
+    forward: Option<audit_forward::Drain>,
 }
 
 impl std::fmt::Debug for Warden {
@@ -123,6 +130,24 @@ impl Warden {
             metrics_token: None,
         })
         .map_err(|e| io::Error::other(format!("cannot start the control plane: {e}")))?;
+        let forward = config.audit_syslog.clone().map(|sink| {
+            let (forwarder, drain) = audit_forward::channel(sink, &control);
+            audit.set_forwarder(Some(forwarder));
+            drain
+        });
+        let caps = match caps::nofile_limit() {
+            Ok(nofile) => {
+                let (fitted, why) = caps::fit_to_descriptors(config.caps, nofile);
+                if let Some(why) = why {
+                    tracing::warn!("{why}");
+                }
+                fitted
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read RLIMIT_NOFILE; keeping the configured connection caps");
+                config.caps
+            }
+        };
         Ok(Warden {
             prisoners: config.prisoners.clone(),
             policy,
@@ -135,6 +160,8 @@ impl Warden {
             control,
             api: None,
             trust_proxy: config.trust_proxy,
+            caps: Caps::new(caps),
+            forward,
         })
     }
 
@@ -232,6 +259,7 @@ impl BoundWarden {
         } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
         let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
+        let forwarding = warden.forward.take().map(|drain| tokio::spawn(drain.run()));
 
         if let Err(e) = warden.audit.open_now() {
             tracing::error!(error = %e, "audit log unavailable; every call will be denied until it can be written");
@@ -248,7 +276,20 @@ impl BoundWarden {
                     .collect::<Vec<_>>(),
             )
             .with("executors", warden.executors.names())
-            .with("audit_key_id", warden.audit.key_id());
+            .with("audit_key_id", warden.audit.key_id())
+            .with("max_connections", warden.caps.config().max_connections)
+            .with(
+                "max_connections_per_prisoner",
+                warden.caps.config().max_connections_per_prisoner,
+            )
+            .with(
+                "max_pending_per_prisoner",
+                warden.caps.config().max_pending_per_prisoner,
+            )
+            .with(
+                "max_request_bytes_kept",
+                warden.caps.config().max_request_bytes_kept,
+            );
         if let Err(e) = warden.control.record(&started) {
             tracing::error!(error = %e, "cannot write audit event");
         }
@@ -292,6 +333,7 @@ impl BoundWarden {
                 )),
                 shutdown: stop_rx.clone(),
                 control: warden.control.clone(),
+                caps: warden.caps.for_prisoner(&l.prisoner),
             });
             serving.push(tokio::spawn(l.serve(
                 shared,
@@ -379,6 +421,18 @@ impl BoundWarden {
             .record(&Event::control().with("control", "stop"));
         if let Err(e) = warden.audit.sync() {
             tracing::error!(error = %e, "cannot flush the audit log");
+        }
+        warden.audit.set_forwarder(None);
+        if let Some(task) = forwarding {
+            if tokio::time::timeout(FORWARD_DRAIN_WAIT, task)
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    waited_s = FORWARD_DRAIN_WAIT.as_secs(),
+                    "audit lines still queued for the syslog receiver were not delivered; the local audit has them"
+                );
+            }
         }
         for (path, identity) in sockets {
             listener::remove_socket(&path, identity);

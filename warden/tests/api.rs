@@ -1222,6 +1222,8 @@ async fn start_warden() -> WardenWithApi {
         listen: None,
         metrics_token_file: None,
         trust_proxy: false,
+        caps: Default::default(),
+        audit_syslog: None,
     };
     let mut executors = ExecutorRegistry::new();
     executors.insert("local", Arc::new(InstantExecutor));
