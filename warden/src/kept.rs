@@ -59,13 +59,12 @@ pub fn request_bytes(r: &Request) -> usize {
     argv + env + r.cwd.len()
 }
 
-/// The size an ask is judged by against `max`: its bytes in memory or as recorded,
-/// whichever is larger, and more than `max` whenever the record could not keep it whole
-/// (an approver must see all of what they approve).
+/// The size an ask is judged by against `max`: its bytes in memory, and more than `max`
+/// whenever the record could not keep it whole (an approver must see all of what they
+/// approve).
 pub fn ask_bytes(r: &Request, kept: &KeptRequest, max: usize) -> usize {
-    let recorded: usize = r.argv.iter().map(|t| encoded_len(t)).sum::<usize>()
-        + r.env.iter().map(|(n, _)| encoded_len(n)).sum::<usize>();
-    let whole = request_bytes(r).max(recorded);
+    // Not truncated means the recorded form fits in `max` already.
+    let whole = request_bytes(r);
     if kept.truncated.is_some() {
         whole.max(max.saturating_add(1))
     } else {
@@ -92,7 +91,8 @@ pub fn encoded_len(token: &[u8]) -> usize {
     }
 }
 
-/// The longest prefix of `token` whose encoding fits in `room` bytes.
+/// The longest prefix of `token` whose encoding fits in `room` bytes. Reads at most
+/// `room` bytes of the token, however long it is.
 fn fitting_prefix(token: &[u8], room: usize) -> Vec<u8> {
     // Every byte costs at least one, so no prefix longer than `room` fits.
     let (mut lo, mut hi) = (0usize, token.len().min(room));
@@ -104,14 +104,22 @@ fn fitting_prefix(token: &[u8], room: usize) -> Vec<u8> {
             hi = mid - 1;
         }
     }
-    let mut end = lo;
-    // Never split a character: a valid UTF-8 token stays valid UTF-8.
-    if std::str::from_utf8(token).is_ok() {
-        while end > 0 && std::str::from_utf8(&token[..end]).is_err() {
-            end -= 1;
+    // Never split a character: a prefix that ends inside one ends before it instead
+    // (and is then written as a string, as the whole token would be).
+    let boundary = |end: usize| match std::str::from_utf8(&token[..end]) {
+        Err(e) if e.error_len().is_none() => e.valid_up_to(),
+        _ => end,
+    };
+    let mut end = boundary(lo);
+    // Cutting back to a boundary can turn a hex prefix into a string one, which escapes
+    // control characters at six bytes each: shrink until it fits.
+    loop {
+        let cost = encoded_len(&token[..end]);
+        if end == 0 || cost <= room {
+            return token[..end].to_vec();
         }
+        end = boundary((end * room / cost).min(end - 1));
     }
-    token[..end].to_vec()
 }
 
 /// Keeps whole tokens while they fit in `budget`, then the fitting prefix of the next;
@@ -123,7 +131,12 @@ fn keep_tokens<'a>(
     let mut budget = budget;
     let mut kept = Vec::new();
     for token in tokens {
-        let cost = encoded_len(token);
+        // A token longer than the budget cannot fit: do not scan all of it.
+        let cost = if token.len() >= budget {
+            usize::MAX
+        } else {
+            encoded_len(token)
+        };
         if cost <= budget {
             budget -= cost;
             kept.push(token.to_vec());
@@ -239,6 +252,17 @@ mod tests {
         let r = request(&[b"\xff\xfe\xfd\xfc"], &[]);
         let k = KeptRequest::of(&r, 15);
         assert_eq!(k.argv, [b"\xff\xfe".to_vec()]);
+    }
+
+    #[test]
+    fn a_cut_inside_a_character_never_overshoots_the_budget() {
+        let mut token = vec![1u8; 10];
+        token.extend_from_slice("é".as_bytes());
+        for room in 3..80 {
+            let p = fitting_prefix(&token, room);
+            assert!(encoded_len(&p) <= room, "room {room}: {p:?}");
+            assert!(std::str::from_utf8(&p).is_ok());
+        }
     }
 
     #[test]

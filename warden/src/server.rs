@@ -347,33 +347,20 @@ impl BoundWarden {
         let api = match warden.api.take() {
             None => None,
             Some(std_listener) => {
-                let addr = std_listener.local_addr().ok();
-                match std_listener
-                    .set_nonblocking(true)
-                    .and_then(|()| tokio::net::TcpListener::from_std(std_listener))
-                {
-                    Ok(listener) => {
-                        tracing::info!(addr = ?addr, "HTTP API listening");
-                        let mut stop = stop_rx.clone();
-                        let stopped = async move {
-                            while !*stop.borrow_and_update() {
-                                if stop.changed().await.is_err() {
-                                    return;
-                                }
-                            }
-                        };
-                        let control = warden.control.clone();
-                        let dashboard = crate::dashboard::DashboardConfig {
-                            trust_proxy: warden.trust_proxy,
-                        };
-                        Some(tokio::spawn(async move {
-                            if let Err(e) =
-                                crate::api::serve_with(listener, control, dashboard, stopped).await
-                            {
-                                tracing::error!(error = %e, "HTTP API failed");
-                            }
-                        }))
+                let mut stop = stop_rx.clone();
+                let stopped = async move {
+                    while !*stop.borrow_and_update() {
+                        if stop.changed().await.is_err() {
+                            return;
+                        }
                     }
+                };
+                let control = warden.control.clone();
+                let dashboard = crate::dashboard::DashboardConfig {
+                    trust_proxy: warden.trust_proxy,
+                };
+                match spawn_api(std_listener, control, dashboard, stopped) {
+                    Ok(thread) => Some(thread),
                     Err(e) => {
                         tracing::error!(error = %e, "cannot serve the HTTP API");
                         None
@@ -407,7 +394,8 @@ impl BoundWarden {
             let _ = h.await;
         }
         if let Some(api) = api {
-            if tokio::time::timeout(SHUTDOWN_WAIT, api).await.is_err() {
+            let joined = tokio::task::spawn_blocking(move || api.join());
+            if tokio::time::timeout(SHUTDOWN_WAIT, joined).await.is_err() {
                 tracing::warn!("HTTP API did not stop in time; exiting anyway");
             }
         }
@@ -439,6 +427,41 @@ impl BoundWarden {
         }
         tracing::info!("stopped");
     }
+}
+
+/// Serves the HTTP API on its own thread and single-threaded runtime, so operators get
+/// answers however busy the sessions keep the main runtime's workers (a prisoner
+/// flooding its socket with 4 MiB requests, say): see README.md, "Operations".
+fn spawn_api(
+    std_listener: std::net::TcpListener,
+    control: Arc<ControlPlane>,
+    dashboard: crate::dashboard::DashboardConfig,
+    stopped: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<std::thread::JoinHandle<()>> {
+    let addr = std_listener.local_addr().ok();
+    std_listener.set_nonblocking(true)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .thread_name("clawrden-api")
+        .build()?;
+    std::thread::Builder::new()
+        .name("clawrden-api".to_owned())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let listener = match tokio::net::TcpListener::from_std(std_listener) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot serve the HTTP API");
+                        return;
+                    }
+                };
+                tracing::info!(addr = ?addr, "HTTP API listening");
+                if let Err(e) = crate::api::serve_with(listener, control, dashboard, stopped).await
+                {
+                    tracing::error!(error = %e, "HTTP API failed");
+                }
+            });
+        })
 }
 
 /// The audit key at `<state-dir>/audit.key`, created (0600) on first start. A key that

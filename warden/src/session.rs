@@ -370,27 +370,21 @@ impl CallSession<'_> {
                 (Decided::Ask, verdict.reason.clone(), verdict.rule.clone())
             }
         };
-        let grant = if decided == Decided::Ask {
+        // Caps: an ask holds its whole request in memory until a person answers, so one
+        // too large to show in full is refused before anything else is done with it.
+        let max_kept = self.shared.caps.config().max_request_bytes_kept;
+        let ask_bytes = crate::kept::ask_bytes(&self.request, &self.kept, max_kept);
+        let grant = if decided == Decided::Ask && ask_bytes <= max_kept {
             control
                 .use_grant(&self.shared.prisoner, &self.request.argv, &self.request.cwd)
                 .await
         } else {
             None
         };
-        // Caps: an ask holds its whole request in memory until a person answers.
-        let kept = KeptRequest::of(
-            &self.request,
-            self.shared.caps.config().max_request_bytes_kept,
-        );
         let mut pending_permit = None;
         let mut refusal = None;
         if decided == Decided::Ask && grant.is_none() {
-            let bytes = crate::kept::ask_bytes(
-                &self.request,
-                &kept,
-                self.shared.caps.config().max_request_bytes_kept,
-            );
-            match self.shared.caps.try_pending(bytes) {
+            match self.shared.caps.try_pending(ask_bytes) {
                 Ok(p) => pending_permit = Some(p),
                 Err(r) => {
                     self.shared.caps.refused(control.metrics(), &r);
