@@ -81,6 +81,10 @@ pub fn fit_to_descriptors(config: CapsConfig, nofile: u64) -> (CapsConfig, Optio
     (fitted, Some(why))
 }
 
+/// Bytes of large request frames (over 64 KiB) one prisoner's connections may be reading
+/// at once; more wait for room within their request deadline.
+pub const READ_BUDGET_PER_PRISONER: usize = 64 << 20;
+
 /// How often a refusal of one kind from one prisoner is logged.
 const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -155,6 +159,7 @@ pub struct PrisonerCaps {
     connections: AtomicUsize,
     pending: AtomicUsize,
     logs: HashMap<&'static str, LogLimiter>,
+    read_budget: Arc<tokio::sync::Semaphore>,
 }
 
 /// Held for as long as a connection is open.
@@ -212,6 +217,9 @@ impl Caps {
             global: self.clone(),
             connections: AtomicUsize::new(0),
             pending: AtomicUsize::new(0),
+            read_budget: Arc::new(tokio::sync::Semaphore::new(
+                READ_BUDGET_PER_PRISONER / crate::frames::SCRATCH,
+            )),
             logs: Refusal::REASONS
                 .iter()
                 .map(|r| (*r, LogLimiter::new(1, LOG_INTERVAL)))
@@ -224,6 +232,11 @@ impl PrisonerCaps {
     /// The caps in force.
     pub fn config(&self) -> CapsConfig {
         self.global.config
+    }
+
+    /// The allowance this prisoner's connections read large frames from.
+    pub fn read_budget(&self) -> Arc<tokio::sync::Semaphore> {
+        self.read_budget.clone()
     }
 
     /// A connection slot, or why there is none.

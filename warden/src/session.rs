@@ -177,7 +177,7 @@ async fn read_early(
 
 async fn serve(shared: Arc<SessionShared>, stream: UnixStream, peer: Peer, accepted_at: Instant) {
     let (rd, mut wr) = stream.into_split();
-    let mut reader = FrameReader::new();
+    let mut reader = FrameReader::new().with_budget(shared.caps.read_budget());
     let mut shutdown = shared.shutdown.clone();
     let deadline = accepted_at + shared.limits.request_deadline;
     let too_slow = || {
