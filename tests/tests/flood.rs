@@ -147,8 +147,20 @@ fn a_flooded_prisoner_leaves_the_api_and_other_prisoners_working_in_bounded_memo
     let big_ask = frame(vec![b"sleep".to_vec(), vec![b'x'; (4 << 20) - 4096]]);
     let big_deny = frame(vec![b"touch".to_vec(), vec![1u8; (4 << 20) - 4096]]);
     let small_ask = frame(vec![b"sleep".to_vec(), b"1".to_vec()]);
-    let stop = Arc::new(AtomicBool::new(false));
     let tally = Arc::new(Tally::default());
+    // First fill the prisoner's approval queue (16 by default) and one more, held open
+    // for the whole flood: whatever the machine's load, the queue's cap is reached.
+    let mut queue_fill: Vec<UnixStream> = Vec::new();
+    while tally.refused.load(Ordering::Relaxed) == 0 {
+        assert!(
+            queue_fill.len() <= 16,
+            "the approval queue took more than its cap"
+        );
+        if let Some(s) = one_call(&flooded, &small_ask, &tally) {
+            queue_fill.push(s);
+        }
+    }
+    let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let flooders: Vec<_> = (0..FLOODERS)
         .map(|i| {
