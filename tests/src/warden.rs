@@ -58,9 +58,25 @@ pub struct WardenBuilder {
     socket: Option<PathBuf>,
     prisoners: Vec<String>,
     api: bool,
+    settings: Vec<(String, String)>,
+    nofile: Option<(u64, u64)>,
 }
 
 impl WardenBuilder {
+    /// A scalar setting, given as `--KEY VALUE` in the flag form and `KEY: VALUE` in
+    /// warden.yaml (underscores in `key` become dashes in the flag), e.g.
+    /// `("max_pending_per_prisoner", "2")`.
+    pub fn setting(mut self, key: &str, value: impl ToString) -> Self {
+        self.settings.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Starts the warden under `prlimit --nofile=SOFT:HARD`.
+    pub fn nofile(mut self, soft: u64, hard: u64) -> Self {
+        self.nofile = Some((soft, hard));
+        self
+    }
+
     /// Listen on this socket path instead of one in the fresh temp dir.
     pub fn socket(mut self, path: impl Into<PathBuf>) -> Self {
         self.socket = Some(path.into());
@@ -138,7 +154,14 @@ impl WardenBuilder {
         let stderr_path = root.join("warden.stderr");
         let stdout_path = root.join("warden.stdout");
         let api_addr = self.api.then(free_local_addr);
-        let mut cmd = Command::new(&bins.warden);
+        let mut cmd = match self.nofile {
+            Some((soft, hard)) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={soft}:{hard}")).arg(&bins.warden);
+                c
+            }
+            None => Command::new(&bins.warden),
+        };
         let sockets: Vec<(String, PathBuf)> = if self.prisoners.is_empty() {
             let socket = self.socket.unwrap_or_else(|| root.join("warden.sock"));
             cmd.arg("--policy")
@@ -155,6 +178,9 @@ impl WardenBuilder {
             }
             if let Some(addr) = api_addr {
                 cmd.arg("--listen").arg(addr.to_string());
+            }
+            for (key, value) in &self.settings {
+                cmd.arg(format!("--{}", key.replace('_', "-"))).arg(value);
             }
             vec![("default".to_string(), socket)]
         } else {
@@ -173,6 +199,9 @@ impl WardenBuilder {
             );
             if let Some(addr) = api_addr {
                 yaml.push_str(&format!("listen: {addr}\n"));
+            }
+            for (key, value) in &self.settings {
+                yaml.push_str(&format!("{key}: {value}\n"));
             }
             yaml.push_str("prisoners:\n");
             for (name, socket) in &sockets {
@@ -245,6 +274,8 @@ impl TestWarden {
             socket: None,
             prisoners: Vec::new(),
             api: false,
+            settings: Vec::new(),
+            nofile: None,
         }
     }
 
@@ -415,6 +446,22 @@ impl TestWarden {
 
     pub fn audit_path(&self) -> PathBuf {
         self.state_dir.join("audit").join("audit.jsonl")
+    }
+
+    /// The warden's audit key (`<state-dir>/audit.key`).
+    pub fn audit_key_path(&self) -> PathBuf {
+        self.state_dir.join(clawrden_audit::KEY_FILE)
+    }
+
+    /// Verifies the whole audit directory, MACs included, with the one chain definition
+    /// the warden writes with; panics with the first bad line.
+    pub fn verify_audit(&self) -> clawrden_audit::Report {
+        let key = clawrden_audit::AuditKey::read(&self.audit_key_path())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let files = clawrden_audit::expand_paths(&[self.state_dir.join("audit")])
+            .unwrap_or_else(|f| panic!("{f}"));
+        clawrden_audit::verify_files(&files, Some(&key))
+            .unwrap_or_else(|f| panic!("audit does not verify: {f}"))
     }
 
     /// Every complete line of the audit file so far, parsed.

@@ -10,7 +10,9 @@
 pub mod api;
 pub mod app;
 pub mod audit;
+pub mod audit_forward;
 pub mod auth;
+pub mod caps;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -22,6 +24,7 @@ pub mod exec_registry;
 pub mod executor;
 pub mod frames;
 pub mod ids;
+pub mod kept;
 pub mod listener;
 pub mod logging;
 pub mod metrics;

@@ -73,7 +73,13 @@ impl Api {
         let state_dir = dir.path().join("state");
         std::fs::create_dir_all(&state_dir).unwrap();
         let clock = Arc::new(SystemClock);
-        let audit = Audit::new(state_dir.join("audit"), DEFAULT_MAX_SIZE, clock.clone());
+        let key = clawrden_warden::audit::AuditKey::generate().unwrap();
+        let audit = Audit::new(
+            state_dir.join("audit"),
+            DEFAULT_MAX_SIZE,
+            clock.clone(),
+            Arc::new(key),
+        );
         let policy = Arc::new(PolicyStore::new(
             policy_path.clone(),
             Policy::load(&policy_path).unwrap(),
@@ -1216,6 +1222,8 @@ async fn start_warden() -> WardenWithApi {
         listen: None,
         metrics_token_file: None,
         trust_proxy: false,
+        caps: Default::default(),
+        audit_syslog: None,
     };
     let mut executors = ExecutorRegistry::new();
     executors.insert("local", Arc::new(InstantExecutor));

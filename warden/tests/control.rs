@@ -64,6 +64,8 @@ impl Harness {
             listen: None,
             metrics_token_file: None,
             trust_proxy: false,
+            caps: Default::default(),
+            audit_syslog: None,
         };
         let mut executors = ExecutorRegistry::new();
         executors.insert("local", Arc::new(ProgramExecutor));

@@ -231,6 +231,8 @@ impl TestWarden {
             listen: None,
             metrics_token_file: None,
             trust_proxy: false,
+            caps: Default::default(),
+            audit_syslog: None,
         };
         let policy = Policy::load(&policy_path).unwrap();
         let mut executors = ExecutorRegistry::new();
