@@ -33,8 +33,8 @@ pub use self::error::ControlError;
 pub use self::events::{EventEnvelope, RING_SIZE};
 pub use self::views::{
     ApprovalView, AuditView, CheckView, CreatedTokenView, ExplainInput, ExplainView, ExportFormat,
-    GrantView, HistoryPage, HistoryParams, LockdownView, PolicyView, PrisonerView, QueueView,
-    ReadinessView, ReloadView, RequestView, StatusPolicy, StatusView, TokenView,
+    FlagView, GrantView, HistoryPage, HistoryParams, LockdownView, PolicyView, PrisonerView,
+    QueueView, ReadinessView, ReloadView, RequestView, StatusPolicy, StatusView, TokenView,
 };
 pub use crate::auth::{Identity, Scope};
 
@@ -723,8 +723,10 @@ impl ControlPlane {
                     rule: c.rule.clone(),
                     matched: c.matched,
                     why: c.why.clone(),
+                    flag: c.flag.as_ref().map(FlagView::from),
                 })
                 .collect(),
+            refused: e.refused.clone(),
             text: e.render(),
         })
     }

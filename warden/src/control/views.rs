@@ -288,6 +288,32 @@ pub struct CheckView {
     pub rule: String,
     pub matched: bool,
     pub why: String,
+    /// For a matching rule with `flags`: the flag and the argument that gave it.
+    pub flag: Option<FlagView>,
+}
+
+/// Which argument gave which of a rule's `flags`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FlagView {
+    /// The flag as the policy lists it (`-R`, `--recursive`).
+    pub flag: String,
+    /// Its argument's index in argv (argv[1] is 1).
+    pub argument: usize,
+    /// The argument as given (a string, or `{"hex": ..}` when not UTF-8).
+    pub token: serde_json::Value,
+    /// `exact`, `combined`, `with_value`, `abbreviated` or `abbreviated_with_value`.
+    pub form: &'static str,
+}
+
+impl From<&clawrden_policy::FlagMatch> for FlagView {
+    fn from(m: &clawrden_policy::FlagMatch) -> Self {
+        FlagView {
+            flag: m.flag.clone(),
+            argument: m.argument,
+            token: encode_token(&m.token),
+            form: m.form.as_str(),
+        }
+    }
 }
 
 /// `POST /api/v1/policy/explain`.
@@ -300,6 +326,8 @@ pub struct ExplainView {
     /// Execution time limit, e.g. `30s`.
     pub timeout: String,
     pub checks: Vec<CheckView>,
+    /// Why the call was refused before any rule (`argv[0]` is not a command name).
+    pub refused: Option<String>,
     /// The human-readable explanation.
     pub text: String,
 }
