@@ -26,6 +26,7 @@ use clawrden_e2e::docker::{
     checkout_tag, ensure_test_image, harden_image, musl_shim, require_docker_or_skip, Container,
     MirrorWarden, ORIGINALS_IN_IMAGE, SHIM_IN_IMAGE,
 };
+use clawrden_e2e::raw::{raw_call_in_container, raw_request};
 use clawrden_e2e::seeded_bytes;
 
 const PRISONER: &str = "agent-1";
@@ -475,6 +476,49 @@ fn nested_call_is_decided_again_and_linked(
     )
 }
 
+/// A raw request (perl in the prisoner, no shim) whose argv[0] is `/usr/bin/rm/.` and
+/// whose tool_path is `/usr/bin/rm`: denied before the policy, the victim survives, and
+/// the audit records the denial. Images without perl (busybox) skip it.
+fn argv0_that_is_not_a_command_name_is_denied(
+    c: &Container,
+    warden: &MirrorWarden,
+) -> Result<(), String> {
+    if !c.sh("agent", "command -v perl >/dev/null", &[])?.success() {
+        return Ok(());
+    }
+    c.sh_ok("agent", "echo keep >/workspace/victim", &[])?;
+    let mut request = raw_request(&[b"/usr/bin/rm/.", b"-f", b"/workspace/victim"]);
+    request.tool_path = b"/usr/bin/rm".to_vec();
+    request.cwd = b"/workspace".to_vec();
+    let reply = raw_call_in_container(c, "agent", "/run/clawrden/warden.sock", &request)?;
+    let d = reply.decision();
+    let reason = "argv[0] /usr/bin/rm/. ends in `.` or `..`, which is not a command name; call the tool by its name";
+    ensure(
+        d.action == clawrden_protocol::Action::Deny
+            && d.reason == reason
+            && d.rule.is_none()
+            && reply.frames.len() == 1,
+        || format!("raw argv[0]=/usr/bin/rm/.: {reply:?}"),
+    )?;
+    let kept = c.sh("agent", "cat /workspace/victim", &[])?;
+    ensure(kept.stdout == b"keep\n", || {
+        format!("the victim after a raw /usr/bin/rm/. call: {kept:?}")
+    })?;
+    let id = d.request_id.clone();
+    let decision = warden.wait_audit("the refused call's decision", |events| {
+        events
+            .iter()
+            .find(|e| e.event() == "decision" && e.request_id() == Some(id.as_str()))
+            .cloned()
+    });
+    ensure(
+        decision.str_field("action") == Some("deny")
+            && decision.str_field("reason") == Some(reason)
+            && decision.get("rule").is_some_and(|r| r.is_null()),
+        || format!("decision of the refused call: {}", decision.raw),
+    )
+}
+
 /// `nested`: whether nested calls can be checked. Busybox runs applets in-process
 /// (FEATURE_PREFER_APPLETS), so `env cat` there never executes /bin/cat and makes no
 /// nested call. `tty`: also shim `tty` and check a call made on a terminal.
@@ -525,6 +569,10 @@ fn mirror_case(test: &str, image: &str, nested: bool, tty: bool) {
     report.check(
         "the agent cannot run an original",
         agent_cannot_run_an_original(&c),
+    );
+    report.check(
+        "a raw request whose argv[0] is not a command name is denied",
+        argv0_that_is_not_a_command_name_is_denied(&c, &warden),
     );
     if nested {
         report.check(

@@ -329,6 +329,8 @@ impl CallSession<'_> {
         let began = Instant::now();
         let control = self.shared.control.clone();
         let policy = self.shared.policy.current();
+        // `decide` first refuses an argv[0] that is not a command name (`/usr/bin/rm/.`),
+        // before any rule, so no executor ever sees one (README, "Policy reference").
         let verdict = policy.decide(&Call {
             argv: &self.request.argv,
             cwd: &self.request.cwd,
