@@ -519,6 +519,46 @@ fn argv0_that_is_not_a_command_name_is_denied(
     )
 }
 
+/// A raw request (perl in the prisoner) that claims an earlier, finished request as its
+/// parent: it runs, but the audit records the claim as unverified, never as the parent.
+fn a_forged_parent_claim_is_recorded_as_unverified(
+    c: &Container,
+    warden: &MirrorWarden,
+) -> Result<(), String> {
+    if !c.sh("agent", "command -v perl >/dev/null", &[])?.success() {
+        return Ok(());
+    }
+    let finished = warden.wait_audit("an earlier finished request", |events| {
+        events
+            .iter()
+            .find(|e| e.event() == "exit")
+            .and_then(|e| e.request_id().map(str::to_owned))
+    });
+    let mut request = raw_request(&[b"cat", b"/etc/hostname"]);
+    request.parent_request = Some(finished.clone());
+    request.cwd = b"/workspace".to_vec();
+    request.tool_path = b"/usr/bin/cat".to_vec();
+    let reply = raw_call_in_container(c, "agent", "/run/clawrden/warden.sock", &request)?;
+    ensure(
+        reply.exit() == Some(0) && reply.stdout() == format!("{HOSTNAME}\n").as_bytes(),
+        || format!("raw cat claiming parent {finished}: {reply:?}"),
+    )?;
+    let id = reply.decision().request_id.clone();
+    let req = warden.wait_audit("the forged call's request event", |events| {
+        events
+            .iter()
+            .find(|e| e.event() == "request" && e.request_id() == Some(id.as_str()))
+            .cloned()
+    });
+    let reason = format!("request {finished} is not running (it finished, or never existed)");
+    ensure(
+        req.get("parent_request").is_some_and(|p| p.is_null())
+            && req.str_field("unverified_parent") == Some(finished.as_str())
+            && req.str_field("unverified_parent_reason") == Some(reason.as_str()),
+        || format!("request event of the forged claim: {}", req.raw),
+    )
+}
+
 /// `nested`: whether nested calls can be checked. Busybox runs applets in-process
 /// (FEATURE_PREFER_APPLETS), so `env cat` there never executes /bin/cat and makes no
 /// nested call. `tty`: also shim `tty` and check a call made on a terminal.
@@ -573,6 +613,10 @@ fn mirror_case(test: &str, image: &str, nested: bool, tty: bool) {
     report.check(
         "a raw request whose argv[0] is not a command name is denied",
         argv0_that_is_not_a_command_name_is_denied(&c, &warden),
+    );
+    report.check(
+        "a forged parent claim is recorded as unverified",
+        a_forged_parent_claim_is_recorded_as_unverified(&c, &warden),
     );
     if nested {
         report.check(

@@ -3,10 +3,13 @@
 //! what they are, and nothing that was not decided runs.
 
 use std::path::Path;
+use std::time::Duration;
 
+use clawrden_e2e::api::{Api, ShimCall};
 use clawrden_e2e::raw::{raw_call, raw_request};
-use clawrden_e2e::TestWarden;
+use clawrden_e2e::{poll_until, Call, TestWarden};
 use clawrden_protocol::Action;
+use serde_json::{json, Value};
 
 fn policy(rules: &str) -> String {
     format!(
@@ -60,4 +63,105 @@ fn argv0_that_is_not_a_command_name_is_denied_before_the_policy() {
         );
     }
     assert!(Path::new(&victim).exists());
+}
+
+/// The `request` audit event of `id`.
+fn request_event(w: &TestWarden, id: &str) -> clawrden_e2e::AuditEvent {
+    w.events_when(id, "the request event", |e| e.event() == "request")
+        .into_iter()
+        .find(|e| e.event() == "request")
+        .unwrap()
+}
+
+#[test]
+fn a_parent_claim_naming_a_finished_request_is_recorded_as_unverified() {
+    let w = TestWarden::builder().policy(policy("")).api().start();
+    let admin = Api::of(&w).with_token(w.admin_token());
+    let out = w.run(&Call::new("printf").arg("first-call"));
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let finished = w.request_id_for("first-call");
+    w.events_after_outcome(&finished);
+
+    // A top-level call that claims to be the finished request's child.
+    let mut request = raw_request(&[b"printf", b"second-call"]);
+    request.parent_request = Some(finished.clone());
+    let reply = raw_call(&w.socket, &request);
+    assert_eq!(
+        (reply.decision().action, reply.stdout(), reply.exit()),
+        (Action::Allow, b"second-call".to_vec(), Some(0)),
+        "{reply:?}"
+    );
+    let id = reply.decision().request_id.clone();
+    let reason = format!("request {finished} is not running (it finished, or never existed)");
+    let req = request_event(&w, &id);
+    assert!(
+        req.get("parent_request").is_some_and(|p| p.is_null()),
+        "{}",
+        req.raw
+    );
+    assert_eq!(req.str_field("unverified_parent"), Some(finished.as_str()));
+    assert_eq!(
+        req.str_field("unverified_parent_reason"),
+        Some(reason.as_str())
+    );
+    let view = admin.get_json(&format!("/api/v1/requests/{id}"));
+    assert_eq!(view["parent_request"], Value::Null, "{view}");
+    assert_eq!(
+        view["unverified_parent"],
+        json!({ "id": finished, "reason": reason }),
+        "{view}"
+    );
+    // And a claim that is not an id at all.
+    request.parent_request = Some("../../etc/passwd".to_owned());
+    let reply = raw_call(&w.socket, &request);
+    let req = request_event(&w, &reply.decision().request_id);
+    assert_eq!(req.str_field("unverified_parent"), Some("../../etc/passwd"));
+    assert_eq!(
+        req.str_field("unverified_parent_reason"),
+        Some("not a request id")
+    );
+}
+
+#[test]
+fn a_parent_claim_from_outside_the_running_parents_process_tree_is_unverified() {
+    let w = TestWarden::start(&policy(""));
+    let ready = w.dir().join("ready");
+    let script = format!("touch {}; exec sleep 60", ready.display());
+    let mut parent = ShimCall::spawn(&w, &Call::new("sh").args(["-c", &script, "outer-marker"]));
+    poll_until(
+        "the parent command to start",
+        Duration::from_secs(30),
+        || ready.exists().then_some(()),
+    );
+    let parent_id = w.request_id_for("outer-marker");
+    let start = w.events_when(&parent_id, "the start event", |e| e.event() == "start");
+    let helper = start
+        .iter()
+        .find(|e| e.event() == "start")
+        .and_then(|e| e.get("pid"))
+        .and_then(Value::as_u64)
+        .unwrap();
+
+    // This test process is not inside the parent's tree: a claim made from here fails.
+    let mut request = raw_request(&[b"printf", b"not-a-child"]);
+    request.parent_request = Some(parent_id.clone());
+    let reply = raw_call(&w.socket, &request);
+    let req = request_event(&w, &reply.decision().request_id);
+    assert!(
+        req.get("parent_request").is_some_and(|p| p.is_null()),
+        "{}",
+        req.raw
+    );
+    assert_eq!(req.str_field("unverified_parent"), Some(parent_id.as_str()));
+    assert_eq!(
+        req.str_field("unverified_parent_reason"),
+        Some(
+            format!(
+                "the caller (pid {}) is not inside the process tree of request {parent_id} (pid {helper})",
+                std::process::id()
+            )
+            .as_str()
+        )
+    );
+    parent.kill();
 }

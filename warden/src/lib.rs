@@ -22,6 +22,7 @@ pub mod exec_registry;
 pub mod executor;
 pub mod frames;
 pub mod ids;
+pub mod lineage;
 pub mod listener;
 pub mod logging;
 pub mod metrics;

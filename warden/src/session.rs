@@ -34,6 +34,7 @@ use crate::exec_registry::ExecutorRegistry;
 use crate::executor::{ExecIo, ExecRequest, Outcome, StreamIn, StreamOut};
 use crate::frames::{bounded, send, FrameReader, RecvError};
 use crate::ids::IdGenerator;
+use crate::lineage::{Lineage, ParentLink};
 use crate::logging::{LogLimiter, LogPermit};
 use crate::policy_store::PolicyStore;
 use crate::store::{
@@ -91,6 +92,8 @@ pub struct SessionShared {
     pub shutdown: watch::Receiver<bool>,
     /// Approvals, lockdown, running-command registry, metrics and events.
     pub control: Arc<ControlPlane>,
+    /// Running requests that nested calls may name as their parent.
+    pub lineage: Arc<Lineage>,
 }
 
 impl std::fmt::Debug for SessionShared {
@@ -243,10 +246,20 @@ async fn serve(shared: Arc<SessionShared>, stream: UnixStream, peer: Peer, accep
     };
     let span =
         tracing::info_span!("request", request_id = %request_id, prisoner = %shared.prisoner);
+    let parent = shared
+        .lineage
+        .verify(
+            request.parent_request.as_deref(),
+            &request.env,
+            &shared.prisoner,
+            peer.pid,
+        )
+        .await;
     let call = CallSession {
         shared: &shared,
         request_id: request_id.clone(),
         peer,
+        parent,
         request,
         fds,
         reader,
@@ -308,6 +321,8 @@ struct CallSession<'a> {
     shared: &'a SessionShared,
     request_id: String,
     peer: Peer,
+    /// The parent the call claims, as far as it could be verified.
+    parent: ParentLink,
     request: Request,
     fds: Vec<OwnedFd>,
     reader: FrameReader,
@@ -366,7 +381,13 @@ impl CallSession<'_> {
         };
         let grant = if decided == Decided::Ask {
             control
-                .use_grant(&self.shared.prisoner, &self.request.argv, &self.request.cwd)
+                .use_grant(
+                    &self.shared.prisoner,
+                    self.peer.uid,
+                    &executor_name,
+                    &self.request.argv,
+                    &self.request.cwd,
+                )
                 .await
         } else {
             None
@@ -509,7 +530,13 @@ impl CallSession<'_> {
             state,
             created_at: now,
             decided_at: (state != RequestState::Pending).then_some(now),
-            parent_request: r.parent_request.clone(),
+            parent_request: self.parent.verified().map(str::to_owned),
+            unverified_parent: self.parent.unverified().map(|(claimed, reason)| {
+                crate::store::UnverifiedParent {
+                    claimed: claimed.to_owned(),
+                    reason: reason.to_owned(),
+                }
+            }),
             policy_sha256: Some(policy.sha256().to_owned()),
         };
         let result = self
@@ -540,7 +567,13 @@ impl CallSession<'_> {
             .with_bytes("cwd", &r.cwd)
             .with_bytes("tool_path", &r.tool_path)
             .with_byte_list("env_names", &crate::env::names(&r.env))
-            .with("parent_request", r.parent_request.clone());
+            .with("parent_request", self.parent.verified());
+        let request = match self.parent.unverified() {
+            Some((claimed, reason)) => request
+                .with("unverified_parent", claimed)
+                .with("unverified_parent_reason", reason),
+            None => request,
+        };
         self.control().record(&request)?;
         let decision = event_for(EventKind::Decision, &self.request_id)
             .with("prisoner", self.shared.prisoner.as_str())
@@ -772,6 +805,7 @@ impl CallSession<'_> {
             shared,
             request_id,
             peer,
+            parent: _,
             request,
             fds,
             reader,
@@ -817,7 +851,24 @@ impl CallSession<'_> {
         }
         let mut registration = control.register_running(&request_id, &shared.prisoner);
         let mut control_cancel_seen = false;
-        let env = crate::env::scrub(&request.env, &verdict.env, &request_id);
+        let mut env = crate::env::scrub(&request.env, &verdict.env, &request_id);
+        // The secret that lets this command's nested calls prove where they come from.
+        let link = match shared
+            .lineage
+            .register(&request_id, &shared.prisoner, executor_name)
+        {
+            Ok(link) => {
+                env.push((
+                    crate::lineage::PARENT_TOKEN_ENV.as_bytes().to_vec(),
+                    link.token().as_bytes().to_vec(),
+                ));
+                Some(link)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot make a parent-link secret; nested calls of this command will be recorded as unverified");
+                None
+            }
+        };
         let exec_request = ExecRequest {
             request_id: request_id.clone(),
             prisoner: shared.prisoner.clone(),
@@ -865,6 +916,9 @@ impl CallSession<'_> {
                 s = &mut started_rx, if !started_done => {
                     started_done = true;
                     if let Ok(s) = s {
+                        if let Some(link) = &link {
+                            link.started(s.pid);
+                        }
                         control.emit("request.started", serde_json::json!({ "id": request_id, "pid": s.pid, "executor": executor_name }));
                         if let Err(e) = audit_start(&control, &request_id, executor_name, &s) {
                             tracing::error!(error = %e, "audit log unavailable; cancelling the command");
@@ -923,6 +977,9 @@ impl CallSession<'_> {
         };
         if !started_done {
             if let Ok(s) = started_rx.try_recv() {
+                if let Some(link) = &link {
+                    link.started(s.pid);
+                }
                 control.emit("request.started", serde_json::json!({ "id": request_id, "pid": s.pid, "executor": executor_name }));
                 if let Err(e) = audit_start(&control, &request_id, executor_name, &s) {
                     tracing::error!(error = %e, "cannot write audit event");
@@ -945,6 +1002,7 @@ impl CallSession<'_> {
         }
         drop(reader_task);
         drop(registration);
+        drop(link);
         let elapsed = began.elapsed();
         let duration = duration_ms(elapsed);
         let metrics = control.metrics();

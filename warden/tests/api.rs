@@ -1132,6 +1132,7 @@ fn stored_request(
         created_at: Timestamp(created_ms),
         decided_at: Some(Timestamp(created_ms)),
         parent_request: None,
+        unverified_parent: None,
         policy_sha256: None,
     }
 }

@@ -56,7 +56,10 @@ pub struct RequestView {
     pub finished_at: Option<String>,
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
+    /// The request this call was made from, when the warden verified it.
     pub parent_request: Option<String>,
+    /// A parent the call claimed that the warden could not verify, and why.
+    pub unverified_parent: Option<UnverifiedParentView>,
     pub policy_sha256: Option<String>,
     pub approval: Option<ApprovalView>,
     /// How long the approval waited (until decided, or until now while pending).
@@ -94,6 +97,10 @@ impl RequestView {
             exit_code,
             signal,
             parent_request: r.parent_request.clone(),
+            unverified_parent: r.unverified_parent.as_ref().map(|u| UnverifiedParentView {
+                id: u.claimed.clone(),
+                reason: u.reason.clone(),
+            }),
             policy_sha256: r.policy_sha256.clone(),
             approval: approval.map(|a| ApprovalView {
                 state: a.state.as_str().to_owned(),
@@ -107,6 +114,15 @@ impl RequestView {
     }
 }
 
+/// A parent request a call claimed that the warden could not verify.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UnverifiedParentView {
+    /// The claimed request id, as sent (cut to 64 characters).
+    pub id: String,
+    /// Why it is not recorded as the parent.
+    pub reason: String,
+}
+
 /// One page of history, newest first.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HistoryPage {
@@ -115,11 +131,16 @@ pub struct HistoryPage {
     pub next_cursor: Option<String>,
 }
 
-/// A remembered approval for one exact (prisoner, argv, cwd).
+/// A remembered approval for one exact (prisoner, uid, executor, argv, cwd).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct GrantView {
     pub id: i64,
     pub prisoner: String,
+    /// The caller uid it answers; null for a grant made before grants bound the uid
+    /// (it answers no call).
+    pub uid: Option<u32>,
+    /// The executor it answers; null for a grant made before grants bound the executor.
+    pub executor: Option<String>,
     pub argv: Vec<Value>,
     pub cwd: Value,
     pub created_by: String,
@@ -135,6 +156,8 @@ impl From<&Grant> for GrantView {
         GrantView {
             id: g.id,
             prisoner: g.prisoner.clone(),
+            uid: g.uid,
+            executor: g.executor.clone(),
             argv: g.argv.iter().map(|t| encode_token(t)).collect(),
             cwd: encode_token(&g.cwd),
             created_by: g.created_by.clone(),

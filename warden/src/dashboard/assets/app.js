@@ -769,6 +769,8 @@
         el("code", { className: "argv", textContent: quoteArgv(g.argv) }),
         meta([
           ["cwd", tokenText(g.cwd)],
+          ["for", (g.uid === null || g.uid === undefined ? "no uid (made before grants bound one)" : "uid " + g.uid) +
+            " · " + (g.executor || "no executor")],
           ["by", g.created_by],
           ["created", timeEl(g.created_at)],
           ["uses", String(g.uses) + (g.last_used_at ? ", last " + fmtTime(g.last_used_at) : "")],
@@ -1087,7 +1089,11 @@
       ["rule", r.rule || "(policy default)"],
       ["reason", r.reason || ""],
       ["policy", r.policy_sha256 ? el("code", null, r.policy_sha256.slice(0, 16) + "…") : ""],
-      ["parent", r.parent_request ? el("a", { href: "#/request/" + encodeURIComponent(r.parent_request) }, r.parent_request) : ""],
+      ["parent", r.parent_request
+        ? el("a", { href: "#/request/" + encodeURIComponent(r.parent_request) }, r.parent_request)
+        : r.unverified_parent
+          ? el("span", { className: "unverified" }, "claims " + r.unverified_parent.id + " (unverified: " + r.unverified_parent.reason + ")")
+          : ""],
     ]));
     body.appendChild(el("h3", null, "Timeline"));
     body.appendChild(el("ol", { className: "timeline" }, items));
