@@ -30,7 +30,7 @@ pub use explain::{Explanation, RuleCheck};
 pub use flags::{Flag, FlagForm, FlagMatch};
 pub use glob::Glob;
 pub use matcher::{ArgPattern, ArgsRegex};
-pub use quote::{is_invisible_or_control, shell_quote};
+pub use quote::{is_invisible_or_control, shell_quote, INVISIBLE_OR_CONTROL};
 
 use matcher::Prepared;
 
