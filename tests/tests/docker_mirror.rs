@@ -23,8 +23,9 @@
 
 use clawrden_e2e::argv_strings;
 use clawrden_e2e::docker::{
-    checkout_tag, ensure_test_image, harden_image, musl_shim, require_docker_or_skip, Container,
-    MirrorWarden, ORIGINALS_IN_IMAGE, SHIM_IN_IMAGE,
+    checkout_tag, ensure_test_image, harden_image, harden_image_with, musl_shim,
+    require_docker_or_skip, Container, MirrorWarden, ACCEPT_SHELL_BYPASS, ORIGINALS_IN_IMAGE,
+    SHIM_IN_IMAGE,
 };
 use clawrden_e2e::raw::{raw_call_in_container, raw_request};
 use clawrden_e2e::seeded_bytes;
@@ -94,13 +95,24 @@ fn ensure(cond: bool, why: impl FnOnce() -> String) -> Result<(), String> {
 
 /// A hardened prisoner of `image` with `tools` shimmed, and a mirror warden for it.
 fn prisoner(test: &str, image: &str, tools: &[&str]) -> Option<(MirrorWarden, Container)> {
+    prisoner_with(test, image, tools, &[])
+}
+
+/// [`prisoner`], with `hardener_args` for harden-container.sh.
+fn prisoner_with(
+    test: &str,
+    image: &str,
+    tools: &[&str],
+    hardener_args: &[&str],
+) -> Option<(MirrorWarden, Container)> {
     if !require_docker_or_skip(test) {
         return None;
     }
     musl_shim().unwrap_or_else(|e| panic!("{test}: {e}"));
     let base = ensure_test_image(image).unwrap_or_else(|e| panic!("{test}: base {image}: {e}"));
     let tag = checkout_tag(&format!("{image}-mirror"));
-    harden_image(&base, tools, &tag).unwrap_or_else(|e| panic!("{test}: hardening {base}: {e}"));
+    harden_image_with(&base, tools, &tag, hardener_args)
+        .unwrap_or_else(|e| panic!("{test}: hardening {base}: {e}"));
     let mut warden = MirrorWarden::prepare(PRISONER);
     let mount = warden.mount_arg();
     let container = Container::start(&tag, &["--hostname", HOSTNAME, "--volume", &mount])
@@ -562,12 +574,13 @@ fn a_forged_parent_claim_is_recorded_as_unverified(
 /// `nested`: whether nested calls can be checked. Busybox runs applets in-process
 /// (FEATURE_PREFER_APPLETS), so `env cat` there never executes /bin/cat and makes no
 /// nested call. `tty`: also shim `tty` and check a call made on a terminal.
-fn mirror_case(test: &str, image: &str, nested: bool, tty: bool) {
+/// `hardener_args`: extra options for harden-container.sh.
+fn mirror_case(test: &str, image: &str, nested: bool, tty: bool, hardener_args: &[&str]) {
     let mut tools = vec!["cat", "head", "rm", "tail", "env"];
     if tty {
         tools.push("tty");
     }
-    let Some((warden, c)) = prisoner(test, image, &tools) else {
+    let Some((warden, c)) = prisoner_with(test, image, &tools, hardener_args) else {
         return;
     };
     let mut report = Report {
@@ -648,6 +661,7 @@ fn mirror_runs_originals_in_a_bookworm_prisoner() {
         "bookworm",
         true,
         true,
+        &[],
     );
 }
 
@@ -658,6 +672,7 @@ fn mirror_runs_originals_in_a_busybox_prisoner() {
         "busybox",
         false,
         false,
+        &[ACCEPT_SHELL_BYPASS],
     );
 }
 
@@ -668,6 +683,7 @@ fn mirror_runs_originals_in_a_bullseye_prisoner() {
         "bullseye",
         true,
         false,
+        &[],
     );
 }
 
