@@ -383,6 +383,9 @@ async fn command_env_is_scrubbed_and_values_stay_out_of_the_audit() {
         .push((b"OPENAI_API_KEY".to_vec(), b"sk-hunter2".to_vec()));
     r.env.push((b"GIT_AUTHOR_NAME".to_vec(), b"Agent".to_vec()));
     r.env.push((b"LC_ALL".to_vec(), b"C".to_vec()));
+    // A caller's own parent-link secret never reaches the command: the warden sets it.
+    r.env
+        .push((b"CLAWRDEN_PARENT_TOKEN".to_vec(), b"forged".to_vec()));
     c.send(&Message::Request(r)).await;
     let d = decision(&mut c).await;
     let expected = format!(
@@ -411,7 +414,13 @@ async fn command_env_is_scrubbed_and_values_stay_out_of_the_audit() {
     );
     assert_eq!(
         w.events_of(&d.request_id)[0]["env_names"],
-        serde_json::json!(["PATH", "OPENAI_API_KEY", "GIT_AUTHOR_NAME", "LC_ALL"])
+        serde_json::json!([
+            "PATH",
+            "OPENAI_API_KEY",
+            "GIT_AUTHOR_NAME",
+            "LC_ALL",
+            "CLAWRDEN_PARENT_TOKEN"
+        ])
     );
 }
 
