@@ -63,6 +63,15 @@ impl ParentLink {
             _ => None,
         }
     }
+
+    /// The unverified claim as the store keeps it.
+    pub fn unverified_record(&self) -> Option<crate::store::UnverifiedParent> {
+        self.unverified()
+            .map(|(claimed, reason)| crate::store::UnverifiedParent {
+                claimed: claimed.to_owned(),
+                reason: reason.to_owned(),
+            })
+    }
 }
 
 struct Link {
@@ -188,6 +197,31 @@ impl Lineage {
             token,
             pid: pid_tx,
         })
+    }
+
+    /// Registers a command about to run and adds its secret to `env` as
+    /// [`PARENT_TOKEN_ENV`]. When no secret can be made (no /dev/urandom) the command
+    /// runs without one, and its nested calls are recorded as unverified.
+    pub fn link_command(
+        self: &Arc<Self>,
+        id: &str,
+        prisoner: &str,
+        executor: &str,
+        env: &mut Vec<(Vec<u8>, Vec<u8>)>,
+    ) -> Option<LinkGuard> {
+        match self.register(id, prisoner, executor) {
+            Ok(link) => {
+                env.push((
+                    PARENT_TOKEN_ENV.as_bytes().to_vec(),
+                    link.token().as_bytes().to_vec(),
+                ));
+                Some(link)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot make a parent-link secret from /dev/urandom; nested calls of this command will be recorded as unverified");
+                None
+            }
+        }
     }
 
     /// Checks a call's claim to come from request `claimed`. `env` is the call's

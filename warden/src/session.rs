@@ -531,12 +531,7 @@ impl CallSession<'_> {
             created_at: now,
             decided_at: (state != RequestState::Pending).then_some(now),
             parent_request: self.parent.verified().map(str::to_owned),
-            unverified_parent: self.parent.unverified().map(|(claimed, reason)| {
-                crate::store::UnverifiedParent {
-                    claimed: claimed.to_owned(),
-                    reason: reason.to_owned(),
-                }
-            }),
+            unverified_parent: self.parent.unverified_record(),
             policy_sha256: Some(policy.sha256().to_owned()),
         };
         let result = self
@@ -853,22 +848,10 @@ impl CallSession<'_> {
         let mut control_cancel_seen = false;
         let mut env = crate::env::scrub(&request.env, &verdict.env, &request_id);
         // The secret that lets this command's nested calls prove where they come from.
-        let link = match shared
-            .lineage
-            .register(&request_id, &shared.prisoner, executor_name)
-        {
-            Ok(link) => {
-                env.push((
-                    crate::lineage::PARENT_TOKEN_ENV.as_bytes().to_vec(),
-                    link.token().as_bytes().to_vec(),
-                ));
-                Some(link)
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot make a parent-link secret; nested calls of this command will be recorded as unverified");
-                None
-            }
-        };
+        let link =
+            shared
+                .lineage
+                .link_command(&request_id, &shared.prisoner, executor_name, &mut env);
         let exec_request = ExecRequest {
             request_id: request_id.clone(),
             prisoner: shared.prisoner.clone(),
