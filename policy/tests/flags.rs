@@ -14,6 +14,21 @@ fn err(src: &str) -> PolicyError {
     Policy::parse(src, "p.yaml").expect_err("the policy should be rejected")
 }
 
+/// (policy text, line, column, message) of a load error, as `p.yaml:LINE:COLUMN: message`.
+type ErrorCase<'a> = (&'a str, usize, usize, &'a str);
+
+fn assert_load_errors(cases: &[ErrorCase<'_>]) {
+    for &(src, line, column, message) in cases {
+        let e = err(src);
+        assert_eq!(
+            (e.line, e.column, e.message.as_str()),
+            (line, column, message),
+            "policy:\n{src}"
+        );
+        assert_eq!(e.to_string(), format!("p.yaml:{line}:{column}: {message}"));
+    }
+}
+
 fn call(argv: &[Vec<u8>]) -> Call<'_> {
     Call {
         argv,
@@ -82,7 +97,7 @@ fn explain_names_the_flag_and_the_argument_that_gave_it() {
 
 #[test]
 fn bad_flags_and_flags_in_allow_rules_are_load_errors_with_positions() {
-    let cases: &[(&str, usize, usize, &str)] = &[
+    assert_load_errors(&[
         ("version: 1\nrules:\n  - name: a\n    flags: [-r, -rf]\n    action: deny\n", 4, 17,
          "rules[0].flags[1]: `-rf` is 2 short options written together; list each (`-r`, `-f`): a rule matches when any one of its flags appears, combined or not"),
         ("version: 1\nrules:\n  - name: a\n    flags: recursive\n    action: deny\n", 4, 12,
@@ -93,20 +108,12 @@ fn bad_flags_and_flags_in_allow_rules_are_load_errors_with_positions() {
          "rules[0].flags[0]: write the option without a value: `--force` also matches `--force=VALUE`"),
         ("version: 1\nrules:\n  - name: dry-push\n    command: git\n    flags: [--dry-run]\n    action: allow\n", 5, 12,
          "rules[0].flags: rule `dry-push` allows, but `flags` errs toward matching (an option's value or an operand after `--` that looks like the flag counts too), so in an allow rule it would let through more than written; use flags in deny and ask rules, and `args` in allow rules"),
-    ];
-    for &(src, line, column, message) in cases {
-        let e = err(src);
-        assert_eq!(
-            (e.line, e.column, e.message.as_str()),
-            (line, column, message),
-            "policy:\n{src}"
-        );
-    }
+    ]);
 }
 
 #[test]
 fn loader_and_shell_hooks_are_refused_in_env_pass_with_positions() {
-    let cases: &[(&str, usize, usize, &str)] = &[
+    assert_load_errors(&[
         ("version: 1\nrules:\n  - name: a\n    action: allow\n    env: {pass: [HTTP_PROXY, LD_PRELOAD]}\n", 5, 30,
          "rules[0].env.pass[1]: `LD_PRELOAD` cannot be passed to commands (LD_*): the dynamic loader loads libraries it names, so whoever sets it chooses what the command runs; remove it from env.pass"),
         ("version: 1\nrules:\n  - name: a\n    action: allow\n    env:\n      pass:\n        - BASH_ENV\n", 7, 11,
@@ -119,16 +126,7 @@ fn loader_and_shell_hooks_are_refused_in_env_pass_with_positions() {
          "rules[0].env.pass[0]: `NODE_OPTIONS` cannot be passed to commands: node takes options such as --require from it, so whoever sets it chooses what the command runs; remove it from env.pass"),
         ("version: 1\nrules:\n  - name: a\n    action: allow\n    env: {pass: [PERL5OPT]}\n", 5, 18,
          "rules[0].env.pass[0]: `PERL5OPT` cannot be passed to commands: perl takes options such as -M from it, so whoever sets it chooses what the command runs; remove it from env.pass"),
-    ];
-    for &(src, line, column, message) in cases {
-        let e = err(src);
-        assert_eq!(
-            (e.line, e.column, e.message.as_str()),
-            (line, column, message),
-            "policy:\n{src}"
-        );
-        assert_eq!(e.to_string(), format!("p.yaml:{line}:{column}: {message}"));
-    }
+    ]);
     // Dropping a hook is fine, and so are ordinary names.
     policy(
         "version: 1\nrules:\n  - name: a\n    action: allow\n    env: {pass: [HTTP_PROXY, LC_*, GIT_AUTHOR_*], drop: [LD_PRELOAD, BASH_ENV]}\n",
