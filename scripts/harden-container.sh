@@ -113,7 +113,7 @@ fi
 
 [ -f "$SHIM" ] || die "shim binary not found at $SHIM; build it with: $BUILD_CMD (after: rustup target add x86_64-unknown-linux-musl), or pass --shim PATH"
 command -v docker >/dev/null 2>&1 || die "docker CLI not found in PATH"
-docker image inspect "$BASE" >/dev/null 2>&1 || echo "$PROG: $BASE is not a local image; docker build will try to pull it" >&2
+docker image inspect "$BASE" >/dev/null 2>&1 || echo "$PROG: $BASE is not a local image; docker will try to pull it" >&2
 
 CTX=$(mktemp -d "${TMPDIR:-/tmp}/clawrden-harden.XXXXXX")
 trap 'rm -rf "$CTX"' EXIT
