@@ -136,8 +136,76 @@ fn policy_explain_json() {
                 "env": {"pass": [], "drop": []}
             },
             "checks": [{"index": 0, "rule": "git-read", "matched": true,
-                        "why": "command `git` matches `git`; args match `status **`"}]
+                        "why": "command `git` matches `git`; args match `status **`",
+                        "flag": null}],
+            "refused": null
         })
+    );
+}
+
+const FLAGS_POLICY: &str = "version: 1\nrules:\n\
+  - {name: no-recursive-rm, command: rm, flags: [-r, -R, --recursive], action: deny, reason: \"recursive \\u202edelete\"}\n";
+
+#[test]
+fn policy_explain_shows_which_option_matched() {
+    let dir = scratch("explain-flags");
+    let file = write(&dir.join("policy.yaml"), FLAGS_POLICY);
+    let run = |json: bool| {
+        let mut args = vec![
+            "policy", "explain", "--policy", &file, "--cwd", "/", "--uid", "0",
+        ];
+        if json {
+            args.push("--json");
+        }
+        args.extend(["--", "rm", "-v", "--recur", "build"]);
+        clawctl(&args)
+    };
+    let out = run(false);
+    assert_eq!(out.status.code(), Some(0));
+    // The reason holds a bidi override (U+202E): escaped, never printed raw.
+    assert_eq!(
+        text(&out.stdout),
+        "rule 1 no-recursive-rm: MATCH: command `rm` matches `rm`; flags: flag `--recursive` is argument 2 `--recur` (an abbreviation getopt_long accepts)\n\
+         verdict: deny (rule no-recursive-rm)\n\
+         reason: recursive \\u{202e}delete\n\
+         executor: mirror\n\
+         timeout: 2m\n"
+    );
+    let out = run(true);
+    assert_eq!(out.status.code(), Some(0));
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        value["checks"][0]["flag"],
+        serde_json::json!({"flag": "--recursive", "argument": 2, "token": "--recur", "form": "abbreviated"})
+    );
+}
+
+#[test]
+fn policy_explain_refuses_an_argv0_that_is_not_a_command_name() {
+    let dir = scratch("explain-name");
+    let file = write(&dir.join("policy.yaml"), FLAGS_POLICY);
+    let out = clawctl(&[
+        "policy",
+        "explain",
+        "--policy",
+        &file,
+        "--cwd",
+        "/",
+        "--uid",
+        "0",
+        "--",
+        "/usr/bin/rm/.",
+        "-rf",
+        "/",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        text(&out.stdout),
+        "refused before any rule: argv[0] /usr/bin/rm/. ends in `.` or `..`, which is not a command name; call the tool by its name\n\
+         verdict: deny (argv[0] is not a command name)\n\
+         reason: argv[0] /usr/bin/rm/. ends in `.` or `..`, which is not a command name; call the tool by its name\n\
+         executor: mirror\n\
+         timeout: 2m\n"
     );
 }
 

@@ -15,7 +15,7 @@ fn each_error_class_points_at_the_offending_value() {
         ("version: 1\nrulez: []\n".into(), 2, 1,
          "unknown field `rulez`, expected one of `version`, `default_action`, `default_timeout`, `approval_timeout`, `default_executor`, `rules`"),
         (format!("{RULE}    comand: git\n"), 5, 5,
-         "rules[0]: unknown field `comand`, expected one of `name`, `command`, `args`, `args_regex`, `cwd`, `uid`, `prisoner`, `action`, `reason`, `timeout`, `executor`, `ghost`, `env`"),
+         "rules[0]: unknown field `comand`, expected one of `name`, `command`, `args`, `args_regex`, `flags`, `cwd`, `uid`, `prisoner`, `action`, `reason`, `timeout`, `executor`, `ghost`, `env`"),
         (format!("{RULE}    executor: ghost\n    ghost: {{image: x, gpu: 1}}\n"), 6, 23,
          "rules[0].ghost: unknown field `gpu`, expected one of `image`, `network`, `memory`, `cpus`, `pids`"),
         // Unknown actions and executors.

@@ -434,9 +434,9 @@ fn non_utf8_argv_matches_globs_bytewise() {
 }
 
 #[test]
-fn empty_argv_matches_only_rules_without_command() {
+fn empty_argv_is_refused_before_any_rule() {
     let p = policy(
-        "version: 1\nrules:\n\
+        "version: 1\ndefault_action: allow\nrules:\n\
          - {name: git, command: git, action: allow}\n\
          - {name: empty-args, args: [], action: ask}\n",
     );
@@ -447,8 +447,18 @@ fn empty_argv_matches_only_rules_without_command() {
         prisoner: "p",
     };
     let e = p.explain(&call);
-    assert_eq!(e.checks[0].why, "the call has an empty argv");
-    assert_eq!(e.verdict.rule.as_deref(), Some("empty-args"));
+    assert!(e.checks.is_empty());
+    assert_eq!(e.verdict.rule, None);
+    assert_eq!(e.verdict.action, Action::Deny);
+    assert_eq!(
+        e.render(),
+        "refused before any rule: the call has no argv[0]; there is no command to decide\n\
+         verdict: deny (argv[0] is not a command name)\n\
+         reason: the call has no argv[0]; there is no command to decide\n\
+         executor: mirror\n\
+         timeout: 2m\n"
+    );
+    assert_eq!(p.decide(&call), e.verdict);
 }
 
 fn explain_whys(

@@ -33,7 +33,7 @@ rules:
     action: allow
   - name: no-recursive-rm
     command: rm
-    args: ["**", "-*r*", "**"]
+    flags: [-r, -R, --recursive]
     action: deny
     reason: recursive delete needs a person; ask the operator
   - name: git-push
@@ -155,14 +155,15 @@ class Warden:
         assert token.startswith("clwd_"), out.stdout
         return token
 
-    def call(self, tool: str, *args: str, prisoner: str = "agent-1") -> subprocess.Popen:
-        """Starts a shim call as `tool args...` from the given prisoner."""
+    def call(self, tool: str, *args: str, prisoner: str = "agent-1", env=None) -> subprocess.Popen:
+        """Starts a shim call as `tool args...` from the given prisoner (with `env` added
+        to its environment)."""
         # argv[0] is the bare tool name, as when a prisoner finds the shim through PATH.
         p = subprocess.Popen(
             [tool, *args], executable=str(self.bin / tool), cwd=self.work,
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env={"PATH": f"{self.bin}:/usr/bin:/bin", "HOME": "/",
-                 "CLAWRDEN_SOCKET": str(self.sockets[prisoner])},
+                 "CLAWRDEN_SOCKET": str(self.sockets[prisoner]), **(env or {})},
         )
         self.calls.append(p)
         return p

@@ -180,9 +180,22 @@ pub fn checkout_tag(name: &str) -> String {
 /// Builds `tag` from `base` with `scripts/harden-container.sh`, intercepting `tools`, with
 /// the static musl shim; returns the tag it printed.
 pub fn harden_image(base: &str, tools: &[&str], tag: &str) -> Result<String, String> {
+    harden_image_with(base, tools, tag, &[])
+}
+
+/// The option that lets harden-container.sh build from a base whose /bin/sh runs applets
+/// in-process (the busybox-static test image); tests pass it explicitly.
+pub const ACCEPT_SHELL_BYPASS: &str = "--accept-shell-bypass";
+
+/// The harden-container.sh command for `base`, `tools`, `tag` and `extra` options.
+pub fn harden_command(
+    base: &str,
+    tools: &[&str],
+    tag: &str,
+    extra: &[&str],
+) -> Result<Command, String> {
     let shim = musl_shim()?;
-    let script = repo_root().join("scripts/harden-container.sh");
-    let mut command = Command::new(&script);
+    let mut command = Command::new(repo_root().join("scripts/harden-container.sh"));
     command
         .arg(base)
         .arg("--tools")
@@ -190,8 +203,20 @@ pub fn harden_image(base: &str, tools: &[&str], tag: &str) -> Result<String, Str
         .arg("--tag")
         .arg(tag)
         .arg("--shim")
-        .arg(&shim);
-    let output = run_script(command, &format!("{} {base}", script.display()))?;
+        .arg(&shim)
+        .args(extra);
+    Ok(command)
+}
+
+/// [`harden_image`] with `extra` options for harden-container.sh.
+pub fn harden_image_with(
+    base: &str,
+    tools: &[&str],
+    tag: &str,
+    extra: &[&str],
+) -> Result<String, String> {
+    let command = harden_command(base, tools, tag, extra)?;
+    let output = run_script(command, &format!("scripts/harden-container.sh {base}"))?;
     let printed = String::from_utf8_lossy(&output.stdout).trim().to_string();
     if printed == tag {
         Ok(printed)

@@ -13,6 +13,7 @@ mod audit;
 mod bins;
 pub mod docker;
 mod procs;
+pub mod raw;
 mod run;
 mod tempdir;
 mod warden;

@@ -217,11 +217,12 @@ fn the_open_file_limit_is_raised_and_connection_caps_fit_under_it() {
         .unwrap();
     let fields: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(fields[3..5], ["2048", "2048"], "{line}");
-    let start = w
-        .audit_events()
-        .into_iter()
-        .find(|e| e.str_field("control") == Some("start"))
-        .expect("a start event");
+    // The socket accepts connections as soon as it is bound; the start line follows.
+    let start = poll_until("the start event", Duration::from_secs(20), || {
+        w.audit_events()
+            .into_iter()
+            .find(|e| e.str_field("control") == Some("start"))
+    });
     // (2048 - 128 kept for the API) / 8 per connection.
     assert_eq!(
         start.get("max_connections"),

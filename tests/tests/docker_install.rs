@@ -10,8 +10,9 @@
 //! `cargo build --release -p clawrden-shim --target x86_64-unknown-linux-musl`.
 
 use clawrden_e2e::docker::{
-    checkout_tag, ensure_test_image, harden_image, musl_shim, require_docker_or_skip, Container,
-    INSTALLER_IN_IMAGE, ORIGINALS_IN_IMAGE, SHIM_IN_IMAGE,
+    checkout_tag, ensure_test_image, harden_command, harden_image_with, musl_shim,
+    require_docker_or_skip, Container, ACCEPT_SHELL_BYPASS, INSTALLER_IN_IMAGE, ORIGINALS_IN_IMAGE,
+    SHIM_IN_IMAGE,
 };
 
 const NO_WARDEN_PREFIX: &str = "clawrden: warden unavailable (/run/clawrden/warden.sock): ";
@@ -309,7 +310,9 @@ fn uninstall_restores_every_original(
     )
 }
 
-fn hardening_matrix_case(test: &str, image: &str, tool_names: &[&str]) {
+/// `hardener_args`: extra options for harden-container.sh (the busybox image needs
+/// `--accept-shell-bypass`).
+fn hardening_matrix_case(test: &str, image: &str, tool_names: &[&str], hardener_args: &[&str]) {
     if !require_docker_or_skip(test) {
         return;
     }
@@ -317,7 +320,7 @@ fn hardening_matrix_case(test: &str, image: &str, tool_names: &[&str]) {
     let base_tag =
         ensure_test_image(image).unwrap_or_else(|e| panic!("{test}: base image {image}: {e}"));
     let hardened_tag = checkout_tag(&format!("{image}-hardened"));
-    harden_image(&base_tag, tool_names, &hardened_tag)
+    harden_image_with(&base_tag, tool_names, &hardened_tag, hardener_args)
         .unwrap_or_else(|e| panic!("{test}: hardening {base_tag}: {e}"));
 
     let base =
@@ -380,6 +383,7 @@ fn busybox_image_is_hardened_fails_closed_and_uninstalls_byte_for_byte() {
         "busybox_image_is_hardened_fails_closed_and_uninstalls_byte_for_byte",
         "busybox",
         &["cat", "head", "rm", "ls"],
+        &[ACCEPT_SHELL_BYPASS],
     );
 }
 
@@ -389,6 +393,7 @@ fn bookworm_image_is_hardened_fails_closed_and_uninstalls_byte_for_byte() {
         "bookworm_image_is_hardened_fails_closed_and_uninstalls_byte_for_byte",
         "bookworm",
         &["cat", "head", "rm", "ls"],
+        &[],
     );
 }
 
@@ -398,6 +403,7 @@ fn bullseye_image_is_hardened_fails_closed_and_uninstalls_byte_for_byte() {
         "bullseye_image_is_hardened_fails_closed_and_uninstalls_byte_for_byte",
         "bullseye",
         &["cat", "head", "rm", "ls"],
+        &[],
     );
 }
 
@@ -407,6 +413,7 @@ fn bookworm_python_image_is_hardened_fails_closed_and_uninstalls_byte_for_byte()
         "bookworm_python_image_is_hardened_fails_closed_and_uninstalls_byte_for_byte",
         "bookworm-python",
         &["cat", "head", "rm", "ls", "python3", "pip"],
+        &[],
     );
 }
 
@@ -416,5 +423,82 @@ fn bookworm_node_image_is_hardened_fails_closed_and_uninstalls_byte_for_byte() {
         "bookworm_node_image_is_hardened_fails_closed_and_uninstalls_byte_for_byte",
         "bookworm-node",
         &["cat", "head", "rm", "ls", "node", "npm"],
+        &[],
     );
+}
+
+/// harden-container.sh refuses a base whose /bin/sh runs applets in-process (Debian's
+/// busybox-static: every shell there bypasses the shims), builds nothing, and says why;
+/// `--accept-shell-bypass` builds it with a warning. Either way a multi-call busybox's
+/// applets, still reachable as `busybox APPLET`, are listed.
+#[test]
+fn hardening_refuses_a_shell_that_runs_applets_in_process() {
+    let test = "hardening_refuses_a_shell_that_runs_applets_in_process";
+    if !require_docker_or_skip(test) {
+        return;
+    }
+    musl_shim().unwrap_or_else(|e| panic!("{test}: {e}"));
+    let base = ensure_test_image("busybox").unwrap_or_else(|e| panic!("{test}: {e}"));
+    let tag = checkout_tag("busybox-refused");
+    let _ = std::process::Command::new("docker")
+        .args(["image", "rm", "--force", &tag])
+        .output();
+    let tools = ["cat", "rm", "curl"];
+    let run = |extra: &[&str]| {
+        harden_command(&base, &tools, &tag, extra)
+            .and_then(|mut c| c.output().map_err(|e| e.to_string()))
+            .unwrap_or_else(|e| panic!("{test}: {e}"))
+    };
+    let refused = run(&[]);
+    let stderr = String::from_utf8_lossy(&refused.stderr).into_owned();
+    assert_eq!(refused.status.code(), Some(1), "{test}: {stderr}");
+    assert!(refused.stdout.is_empty(), "{test}: {refused:?}");
+    let refusal = format!(
+        "harden-container.sh: refusing {base}: its /bin/sh runs rm, cat and ls in-process without looking at PATH (a standalone busybox shell, as Debian's busybox-static builds it), so no command a shell runs (scripts, sh -c, the agent's own shell) ever reaches a shim. Use a base whose /bin/sh is dash or bash, or a busybox built without FEATURE_SH_STANDALONE and FEATURE_PREFER_APPLETS; --accept-shell-bypass builds it anyway.\n"
+    );
+    assert!(stderr.ends_with(&refusal), "{test}: stderr:\n{stderr}");
+    let built = std::process::Command::new("docker")
+        .args(["image", "inspect", &tag])
+        .output()
+        .unwrap();
+    assert!(
+        !built.status.success(),
+        "{test}: a refused base was built as {tag}"
+    );
+
+    let accepted = run(&[ACCEPT_SHELL_BYPASS]);
+    let stderr = String::from_utf8_lossy(&accepted.stderr).into_owned();
+    assert_eq!(accepted.status.code(), Some(0), "{test}: {stderr}");
+    assert_eq!(accepted.stdout, format!("{tag}\n").as_bytes());
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("harden-container.sh: ") && !l.contains(": building "))
+        .collect();
+    assert_eq!(lines.len(), 4, "{test}: {lines:#?}");
+    assert_eq!(
+        lines[0],
+        format!("harden-container.sh: WARNING: {base}'s /bin/sh runs applets in-process (--accept-shell-bypass): commands run by any shell in the hardened image bypass the shims")
+    );
+    let count_line = lines[1];
+    assert!(
+        count_line
+            .starts_with("harden-container.sh: WARNING: /bin/busybox is a multi-call binary: its ")
+            && count_line.ends_with(" applets stay reachable as `busybox APPLET` without any shim"),
+        "{test}: {count_line}"
+    );
+    // curl is no applet of this busybox: only cat and rm are reachable around their shims.
+    assert_eq!(
+        lines[2],
+        "harden-container.sh: intercepted tools reachable that way: cat rm"
+    );
+    assert!(
+        lines[3].starts_with("harden-container.sh: all applets: [ [[ ")
+            && lines[3].contains(" rm ")
+            && lines[3].contains(" wget "),
+        "{test}: {}",
+        lines[3]
+    );
+    let _ = std::process::Command::new("docker")
+        .args(["image", "rm", "--force", &tag])
+        .output();
 }

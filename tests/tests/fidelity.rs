@@ -302,10 +302,17 @@ fn environment_is_scrubbed_to_the_allowlist_plus_rule_pass_minus_rule_drop() {
         .find_map(|l| l.strip_prefix("CLAWRDEN_PARENT_REQUEST="))
         .unwrap_or_else(|| panic!("CLAWRDEN_PARENT_REQUEST not set: {lines:?}"));
     assert!(!parent.is_empty(), "empty CLAWRDEN_PARENT_REQUEST");
+    // The warden's secret for this command's nested calls (32 random bytes in hex).
+    let token = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("CLAWRDEN_PARENT_TOKEN="))
+        .unwrap_or_else(|| panic!("CLAWRDEN_PARENT_TOKEN not set: {lines:?}"));
+    assert_eq!(token.len(), 64, "{token:?}");
     assert_eq!(
         lines,
         [
             format!("CLAWRDEN_PARENT_REQUEST={parent}"),
+            format!("CLAWRDEN_PARENT_TOKEN={token}"),
             "HOME=/".to_string(),
             "LANG=C.UTF-8".to_string(),
             "PATH=/usr/bin:/bin".to_string(),
@@ -322,7 +329,9 @@ fn environment_is_scrubbed_to_the_allowlist_plus_rule_pass_minus_rule_drop() {
     );
     let lines: Vec<String> = env_lines(&out)
         .into_iter()
-        .filter(|l| !l.starts_with("CLAWRDEN_PARENT_REQUEST="))
+        .filter(|l| {
+            !l.starts_with("CLAWRDEN_PARENT_REQUEST=") && !l.starts_with("CLAWRDEN_PARENT_TOKEN=")
+        })
         .collect();
     assert_eq!(
         lines,

@@ -26,7 +26,10 @@ pub fn scrub(
         if name.is_empty() || name.contains(&b'=') || name.contains(&0) {
             continue;
         }
-        if name.as_slice() == PARENT_REQUEST_ENV.as_bytes() {
+        // The link to the parent is the warden's to set (session.rs), never the caller's.
+        if name.as_slice() == PARENT_REQUEST_ENV.as_bytes()
+            || name.as_slice() == crate::lineage::PARENT_TOKEN_ENV.as_bytes()
+        {
             continue;
         }
         let text = std::str::from_utf8(name).ok();

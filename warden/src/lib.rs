@@ -25,6 +25,7 @@ pub mod executor;
 pub mod frames;
 pub mod ids;
 pub mod kept;
+pub mod lineage;
 pub mod listener;
 pub mod logging;
 pub mod metrics;

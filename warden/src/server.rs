@@ -316,6 +316,9 @@ impl BoundWarden {
         }
 
         let mut serving = Vec::new();
+        // One registry for every prisoner: a claim naming another prisoner's request is
+        // recognised as such.
+        let lineage = crate::lineage::Lineage::new();
         for l in listeners {
             tracing::info!(prisoner = %l.prisoner, socket = %l.path.display(), "listening");
             let shared = Arc::new(SessionShared {
@@ -334,6 +337,7 @@ impl BoundWarden {
                 shutdown: stop_rx.clone(),
                 control: warden.control.clone(),
                 caps: warden.caps.for_prisoner(&l.prisoner),
+                lineage: lineage.clone(),
             });
             serving.push(tokio::spawn(l.serve(
                 shared,

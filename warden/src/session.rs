@@ -36,6 +36,7 @@ use crate::executor::{ExecIo, ExecRequest, Outcome, StreamIn, StreamOut};
 use crate::frames::{bounded, send, FrameReader, RecvError};
 use crate::ids::IdGenerator;
 use crate::kept::KeptRequest;
+use crate::lineage::{Lineage, ParentLink};
 use crate::logging::{LogLimiter, LogPermit};
 use crate::policy_store::PolicyStore;
 use crate::store::{
@@ -95,6 +96,8 @@ pub struct SessionShared {
     pub control: Arc<ControlPlane>,
     /// This prisoner's caps on connections, pending asks and bytes kept.
     pub caps: Arc<crate::caps::PrisonerCaps>,
+    /// Running requests that nested calls may name as their parent.
+    pub lineage: Arc<Lineage>,
 }
 
 impl std::fmt::Debug for SessionShared {
@@ -248,10 +251,20 @@ async fn serve(shared: Arc<SessionShared>, stream: UnixStream, peer: Peer, accep
     let span =
         tracing::info_span!("request", request_id = %request_id, prisoner = %shared.prisoner);
     let kept = KeptRequest::of(&request, shared.caps.config().max_request_bytes_kept);
+    let parent = shared
+        .lineage
+        .verify(
+            request.parent_request.as_deref(),
+            &request.env,
+            &shared.prisoner,
+            peer.pid,
+        )
+        .await;
     let call = CallSession {
         shared: &shared,
         request_id: request_id.clone(),
         peer,
+        parent,
         request,
         kept,
         fds,
@@ -314,6 +327,8 @@ struct CallSession<'a> {
     shared: &'a SessionShared,
     request_id: String,
     peer: Peer,
+    /// The parent the call claims, as far as it could be verified.
+    parent: ParentLink,
     request: Request,
     /// What the record keeps of `request` (see [`crate::kept`]).
     kept: KeptRequest,
@@ -337,6 +352,8 @@ impl CallSession<'_> {
         let began = Instant::now();
         let control = self.shared.control.clone();
         let policy = self.shared.policy.current();
+        // `decide` first refuses an argv[0] that is not a command name (`/usr/bin/rm/.`),
+        // before any rule, so no executor ever sees one (README, "Policy reference").
         let verdict = policy.decide(&Call {
             argv: &self.request.argv,
             cwd: &self.request.cwd,
@@ -376,7 +393,13 @@ impl CallSession<'_> {
         let ask_bytes = crate::kept::ask_bytes(&self.request, &self.kept, max_kept);
         let grant = if decided == Decided::Ask && ask_bytes <= max_kept {
             control
-                .use_grant(&self.shared.prisoner, &self.request.argv, &self.request.cwd)
+                .use_grant(
+                    &self.shared.prisoner,
+                    self.peer.uid,
+                    &executor_name,
+                    &self.request.argv,
+                    &self.request.cwd,
+                )
                 .await
         } else {
             None
@@ -534,7 +557,6 @@ impl CallSession<'_> {
         state: RequestState,
     ) -> Result<(), crate::store::StoreError> {
         let now = Timestamp::from_system_time(self.shared.clock.now());
-        let r = &self.request;
         let kept = &self.kept;
         let truncated = kept.truncated.as_ref().map(|t| t.to_value().to_string());
         let new = NewRequest {
@@ -557,7 +579,8 @@ impl CallSession<'_> {
             state,
             created_at: now,
             decided_at: (state != RequestState::Pending).then_some(now),
-            parent_request: r.parent_request.clone(),
+            parent_request: self.parent.verified().map(str::to_owned),
+            unverified_parent: self.parent.unverified_record(),
             policy_sha256: Some(policy.sha256().to_owned()),
         };
         let result = self
@@ -585,7 +608,6 @@ impl CallSession<'_> {
         reason: &str,
         refused: Option<&'static str>,
     ) -> Result<(), crate::audit::AuditError> {
-        let r = &self.request;
         let kept = &self.kept;
         let mut request = event_for(EventKind::Request, &self.request_id)
             .with("prisoner", self.shared.prisoner.as_str())
@@ -596,9 +618,14 @@ impl CallSession<'_> {
             .with_bytes("cwd", &kept.cwd)
             .with_bytes("tool_path", &kept.tool_path)
             .with_byte_list("env_names", &kept.env_names)
-            .with("parent_request", r.parent_request.clone());
+            .with("parent_request", self.parent.verified());
         if let Some(t) = &kept.truncated {
             request = request.with("truncated", t.to_value());
+        }
+        if let Some((claimed, reason)) = self.parent.unverified() {
+            request = request
+                .with("unverified_parent", claimed)
+                .with("unverified_parent_reason", reason);
         }
         self.control().record(&request)?;
         let decision = event_for(EventKind::Decision, &self.request_id)
@@ -837,6 +864,7 @@ impl CallSession<'_> {
             shared,
             request_id,
             peer,
+            parent: _,
             request,
             kept: _,
             fds,
@@ -883,7 +911,12 @@ impl CallSession<'_> {
         }
         let mut registration = control.register_running(&request_id, &shared.prisoner);
         let mut control_cancel_seen = false;
-        let env = crate::env::scrub(&request.env, &verdict.env, &request_id);
+        let mut env = crate::env::scrub(&request.env, &verdict.env, &request_id);
+        // The secret that lets this command's nested calls prove where they come from.
+        let link =
+            shared
+                .lineage
+                .link_command(&request_id, &shared.prisoner, executor_name, &mut env);
         let exec_request = ExecRequest {
             request_id: request_id.clone(),
             prisoner: shared.prisoner.clone(),
@@ -931,6 +964,9 @@ impl CallSession<'_> {
                 s = &mut started_rx, if !started_done => {
                     started_done = true;
                     if let Ok(s) = s {
+                        if let Some(link) = &link {
+                            link.started(s.pid);
+                        }
                         control.emit("request.started", serde_json::json!({ "id": request_id, "pid": s.pid, "executor": executor_name }));
                         if let Err(e) = audit_start(&control, &request_id, executor_name, &s) {
                             tracing::error!(error = %e, "audit log unavailable; cancelling the command");
@@ -989,6 +1025,9 @@ impl CallSession<'_> {
         };
         if !started_done {
             if let Ok(s) = started_rx.try_recv() {
+                if let Some(link) = &link {
+                    link.started(s.pid);
+                }
                 control.emit("request.started", serde_json::json!({ "id": request_id, "pid": s.pid, "executor": executor_name }));
                 if let Err(e) = audit_start(&control, &request_id, executor_name, &s) {
                     tracing::error!(error = %e, "cannot write audit event");
@@ -1011,6 +1050,7 @@ impl CallSession<'_> {
         }
         drop(reader_task);
         drop(registration);
+        drop(link);
         let elapsed = began.elapsed();
         let duration = duration_ms(elapsed);
         let metrics = control.metrics();

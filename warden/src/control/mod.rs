@@ -33,8 +33,8 @@ pub use self::error::ControlError;
 pub use self::events::{EventEnvelope, RING_SIZE};
 pub use self::views::{
     ApprovalView, AuditView, CheckView, CreatedTokenView, ExplainInput, ExplainView, ExportFormat,
-    GrantView, HistoryPage, HistoryParams, LockdownView, PolicyView, PrisonerView, QueueView,
-    ReadinessView, ReloadView, RequestView, StatusPolicy, StatusView, TokenView,
+    FlagView, GrantView, HistoryPage, HistoryParams, LockdownView, PolicyView, PrisonerView,
+    QueueView, ReadinessView, ReloadView, RequestView, StatusPolicy, StatusView, TokenView,
 };
 pub use crate::auth::{Identity, Scope};
 
@@ -46,8 +46,8 @@ use crate::clock::Clock;
 use crate::metrics::{ErrorKind, Metrics};
 use crate::policy_store::{PolicyStore, ReloadResult};
 use crate::store::{
-    self, ApprovalState, ApprovalVerdict, Grant, HistoryQuery, NewGrant, Prisoner, PrisonerState,
-    RequestRecord, RequestState, Store, StoreError, Timestamp,
+    self, ApprovalState, ApprovalVerdict, Grant, GrantedCall, HistoryQuery, NewGrant, Prisoner,
+    PrisonerState, RequestRecord, RequestState, Store, StoreError, Timestamp,
 };
 
 /// Settings key under which lockdown is persisted.
@@ -723,8 +723,10 @@ impl ControlPlane {
                     rule: c.rule.clone(),
                     matched: c.matched,
                     why: c.why.clone(),
+                    flag: c.flag.as_ref().map(FlagView::from),
                 })
                 .collect(),
+            refused: e.refused.clone(),
             text: e.render(),
         })
     }
@@ -909,6 +911,8 @@ impl ControlPlane {
         if let Some(ttl) = remember {
             let g = NewGrant {
                 prisoner: record.prisoner.clone(),
+                uid: record.uid,
+                executor: record.executor.clone().unwrap_or_default(),
                 argv: record.argv.clone(),
                 cwd: record.cwd.clone(),
                 created_by: who.name.clone(),
@@ -1357,23 +1361,40 @@ impl ControlPlane {
         }
     }
 
-    /// A live grant for exactly this call, with its use counted.
+    /// A live grant for exactly this call (prisoner, caller uid, executor, argv, cwd),
+    /// with its use counted.
     pub(crate) async fn use_grant(
         &self,
         prisoner: &str,
+        uid: u32,
+        executor: &str,
         argv: &[Vec<u8>],
         cwd: &[u8],
     ) -> Option<Grant> {
-        let (p, a, c) = (prisoner.to_owned(), argv.to_vec(), cwd.to_vec());
+        let (p, e, a, c) = (
+            prisoner.to_owned(),
+            executor.to_owned(),
+            argv.to_vec(),
+            cwd.to_vec(),
+        );
         let now = self.now();
         let r = self
-            .with_store(move |s| match s.find_grant(&p, &a, &c, now)? {
-                Some(g) => match s.record_grant_use(g.id, now) {
-                    Ok(g) => Ok(Some(g)),
-                    Err(StoreError::GrantNotActive { .. }) => Ok(None),
-                    Err(e) => Err(e),
-                },
-                None => Ok(None),
+            .with_store(move |s| {
+                let call = GrantedCall {
+                    prisoner: &p,
+                    uid,
+                    executor: &e,
+                    argv: &a,
+                    cwd: &c,
+                };
+                match s.find_grant(&call, now)? {
+                    Some(g) => match s.record_grant_use(g.id, now) {
+                        Ok(g) => Ok(Some(g)),
+                        Err(StoreError::GrantNotActive { .. }) => Ok(None),
+                        Err(e) => Err(e),
+                    },
+                    None => Ok(None),
+                }
             })
             .await;
         match r {

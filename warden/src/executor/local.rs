@@ -13,7 +13,7 @@
 //! `spawn_blocking` thread that may exit while the command runs.
 
 mod plumbing;
-mod procfs;
+pub(crate) mod procfs;
 mod resolve;
 
 use std::ffi::{OsStr, OsString};

@@ -131,8 +131,20 @@ pub struct NewRequest {
     pub state: RequestState,
     pub created_at: Timestamp,
     pub decided_at: Option<Timestamp>,
+    /// The parent request, only when the warden verified the link (see `lineage`).
     pub parent_request: Option<String>,
+    /// A parent the call claimed but the warden could not verify.
+    pub unverified_parent: Option<UnverifiedParent>,
     pub policy_sha256: Option<String>,
+}
+
+/// A parent request a call claimed, and why the claim was not confirmed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnverifiedParent {
+    /// The id the call named (cut to 64 characters).
+    pub claimed: String,
+    /// Why the warden did not record it as the parent.
+    pub reason: String,
 }
 
 /// A stored request.
@@ -159,7 +171,10 @@ pub struct RequestRecord {
     pub started_at: Option<Timestamp>,
     pub finished_at: Option<Timestamp>,
     pub approval_id: Option<String>,
+    /// The parent request, only when the warden verified the link.
     pub parent_request: Option<String>,
+    /// A parent the call claimed but the warden could not verify.
+    pub unverified_parent: Option<UnverifiedParent>,
     pub policy_sha256: Option<String>,
     /// JSON object describing the whole request when the record keeps only a prefix.
     pub truncated: Option<String>,
@@ -203,7 +218,8 @@ pub struct HistoryPage {
 
 const COLUMNS: &str = "id, prisoner, uid, gid, pid, argv, command, cwd, env_names, rule, action, \
      reason, executor, state, exit_code, signal, created_at, decided_at, started_at, \
-     finished_at, approval_id, parent_request, policy_sha256, truncated";
+     finished_at, approval_id, parent_request, policy_sha256, truncated, unverified_parent, \
+     unverified_parent_reason";
 
 fn conversion_error(column: usize, what: &str) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(
@@ -254,6 +270,16 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<RequestRecord> {
         parent_request: r.get(21)?,
         policy_sha256: r.get(22)?,
         truncated: r.get(23)?,
+        unverified_parent: match (
+            r.get::<_, Option<String>>(24)?,
+            r.get::<_, Option<String>>(25)?,
+        ) {
+            (Some(claimed), reason) => Some(UnverifiedParent {
+                claimed,
+                reason: reason.unwrap_or_default(),
+            }),
+            (None, _) => None,
+        },
     })
 }
 
@@ -335,7 +361,7 @@ impl Store {
             &format!(
                 "INSERT INTO requests ({COLUMNS}) VALUES
                  (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, NULL, NULL,
-                  ?15, ?16, ?17, ?18, NULL, ?19, ?20, NULL)"
+                  ?15, ?16, ?17, ?18, NULL, ?19, ?20, NULL, ?21, ?22)"
             ),
             params![
                 r.id,
@@ -358,6 +384,8 @@ impl Store {
                 finished_at,
                 r.parent_request,
                 r.policy_sha256,
+                r.unverified_parent.as_ref().map(|u| u.claimed.as_str()),
+                r.unverified_parent.as_ref().map(|u| u.reason.as_str()),
             ],
         );
         match result {

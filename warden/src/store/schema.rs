@@ -102,6 +102,17 @@ const MIGRATIONS: &[&str] = &[
     "
     ALTER TABLE requests ADD COLUMN truncated TEXT;
     ",
+    // 3: parents the warden could not verify are kept apart from verified ones; grants
+    // bind the caller's uid and the executor (grants made before have neither, so they
+    // answer no call: they ask again once).
+    "
+    ALTER TABLE requests ADD COLUMN unverified_parent TEXT;
+    ALTER TABLE requests ADD COLUMN unverified_parent_reason TEXT;
+    ALTER TABLE grants ADD COLUMN uid INTEGER;
+    ALTER TABLE grants ADD COLUMN executor TEXT;
+    DROP INDEX grants_by_call;
+    CREATE INDEX grants_by_call ON grants (prisoner, argv_sha256, cwd, uid, executor);
+    ",
 ];
 
 /// The schema version this build writes and understands.

@@ -170,7 +170,7 @@ rules:
     command: tool
     action: allow
     env:
-      pass: [GIT_*]
+      pass: [GIT_AUTHOR_*]
 ";
 
 pub struct TestWarden {

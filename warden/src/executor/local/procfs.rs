@@ -37,6 +37,28 @@ pub(super) fn descendants(root: i32) -> Vec<i32> {
     found
 }
 
+/// Whether `pid` is `root` or one of its descendants, following parent links up from `pid`
+/// (at most a few thousand steps: a cycle or a deep chain ends the walk as a "no").
+pub(crate) fn in_tree_of(pid: i32, root: i32) -> bool {
+    let mut current = pid;
+    for _ in 0..4096 {
+        if current == root {
+            return true;
+        }
+        if current <= 1 {
+            return false;
+        }
+        let Ok(stat) = std::fs::read(format!("/proc/{current}/stat")) else {
+            return false;
+        };
+        match parse_stat_ppid(&stat) {
+            Some(parent) => current = parent,
+            None => return false,
+        }
+    }
+    false
+}
+
 /// The parent pid from the contents of `/proc/PID/stat`: `pid (comm) state ppid ...`.
 /// `comm` may contain spaces and parentheses, so fields are counted after the LAST ')'.
 fn parse_stat_ppid(stat: &[u8]) -> Option<i32> {
@@ -60,6 +82,22 @@ mod tests {
         assert_eq!(parse_stat_ppid(b"7 (a b) R 3 7 7"), Some(3));
         assert_eq!(parse_stat_ppid(b"7 a b R 3 7 7"), None);
         assert_eq!(parse_stat_ppid(b"7 (a) R"), None);
+    }
+
+    #[test]
+    fn in_tree_of_follows_parents_up_to_the_root() {
+        let me = std::process::id() as i32;
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn sleep");
+        let kid = child.id() as i32;
+        assert!(in_tree_of(kid, me));
+        assert!(in_tree_of(me, me));
+        assert!(!in_tree_of(me, kid));
+        assert!(!in_tree_of(1, me));
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
     #[test]
