@@ -11,10 +11,12 @@
 pub mod api;
 mod audit;
 mod bins;
+mod compose;
 pub mod docker;
 mod procs;
 mod run;
 mod tempdir;
+pub mod tools;
 mod warden;
 
 pub use audit::{argv_strings, decode_bytes, sha256_hex, AuditEvent};
