@@ -281,13 +281,25 @@ impl Container {
     /// Starts `image` detached with no network, running `sleep` as PID 1 so that commands
     /// can be exec'd into it. `extra_args` go to `docker run` before the image.
     pub fn start(image: &str, extra_args: &[&str]) -> Result<Self, String> {
+        Container::start_command(image, extra_args, "sleep", &["86400"])
+    }
+
+    /// Starts `image` detached with no network, running `entrypoint` with `args` as PID 1.
+    /// `extra_args` go to `docker run` before the image.
+    pub fn start_command(
+        image: &str,
+        extra_args: &[&str],
+        entrypoint: &str,
+        args: &[&str],
+    ) -> Result<Self, String> {
         let name = unique_container_name();
         let output = Command::new("docker")
             .args(["run", "--detach", "--network", "none", "--name", &name])
             .args(["--label", CONTAINER_LABEL])
-            .args(["--entrypoint", "sleep"])
+            .args(["--entrypoint", entrypoint])
             .args(extra_args)
-            .args([image, "86400"])
+            .arg(image)
+            .args(args)
             .stdin(Stdio::null())
             .output()
             .map_err(|e| format!("cannot run the docker CLI: {e}"))?;

@@ -38,3 +38,34 @@ pub fn require_tool_or_skip(test_name: &str, tool: &str, package: &str) -> Optio
     eprintln!("SKIP {test_name}: {reason}");
     None
 }
+
+/// The exposure level (`2.6 OK`) on the last line of `systemd-analyze security`'s report.
+pub fn systemd_exposure(report: &str) -> Option<String> {
+    let line = report
+        .lines()
+        .find(|l| l.contains("Overall exposure level for"))?;
+    let (_, rest) = line.split_once(": ")?;
+    let mut words = rest.split_whitespace();
+    Some(format!("{} {}", words.next()?, words.next()?))
+}
+
+/// The sentence README.md states the unit's exposure level in.
+pub fn readme_exposure_claim(score: &str) -> String {
+    format!("`systemd-analyze security clawrden-warden.service` rates it **{score}**")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposure_is_read_off_the_report() {
+        assert_eq!(
+            systemd_exposure(
+                "✓ UMask= ...\n\n→ Overall exposure level for clawrden-warden.service: 2.6 OK 🙂\n"
+            ),
+            Some("2.6 OK".to_string())
+        );
+        assert_eq!(systemd_exposure("nothing here"), None);
+    }
+}
