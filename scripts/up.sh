@@ -175,7 +175,10 @@ done
 say "building the static binaries ($TARGET, release)"
 # rusqlite's bundled SQLite is C: compile it with musl-gcc unless told otherwise.
 export CC_x86_64_unknown_linux_musl="${CC_x86_64_unknown_linux_musl:-musl-gcc}"
-cargo build --locked --release --target "$TARGET" -p clawrden-warden -p clawrden-shim -p clawctl >&2 ||
+# The shim on its own, so that it is the same build as `cargo build -p clawrden-shim`
+# (built together with the warden, it would get the warden's dependency features).
+{ cargo build --locked --release --target "$TARGET" -p clawrden-shim &&
+    cargo build --locked --release --target "$TARGET" -p clawrden-warden -p clawctl; } >&2 ||
     die "cargo build failed (see above)"
 target_dir=$(cargo metadata --locked --format-version 1 --no-deps |
     sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')

@@ -12,9 +12,10 @@
 //! the target's standard library into the private copy.
 //!
 //! To keep warm runs short the clone sits at a fixed path per checkout and builds into a
-//! target directory cached under the image cache (`<cache>/fresh-clone/`), with LTO off
-//! (CARGO_PROFILE_RELEASE_LTO=false): dependencies are compiled once, the clone's own
-//! crates every time. Cold and warm timings are printed.
+//! target directory cached under the image cache (`<cache>/fresh-clone/`), without LTO,
+//! with 16 codegen units and incremental compilation (CARGO_PROFILE_RELEASE_*):
+//! dependencies are compiled once, the clone's own crates only where they changed. Cold
+//! and warm timings are printed.
 //!
 //! Also here: up.sh's package step, in a Debian container that lacks curl and musl-tools:
 //! as root it installs them with apt-get (from deb.debian.org), as another user it prints
@@ -247,7 +248,11 @@ fn up_sh_from_a_fresh_clone_without_the_musl_target_starts_a_stack_that_answers(
         ("RUSTUP_HOME".into(), rustup_home.clone().into()),
         ("CARGO_HOME".into(), cargo_home().into()),
         ("CARGO_TARGET_DIR".into(), target_dir.clone().into()),
+        // A build for a test, not for shipping: no LTO, parallel codegen, and incremental
+        // (the clone's path is the same every run, so unchanged code is not recompiled).
         ("CARGO_PROFILE_RELEASE_LTO".into(), "false".into()),
+        ("CARGO_PROFILE_RELEASE_CODEGEN_UNITS".into(), "16".into()),
+        ("CARGO_PROFILE_RELEASE_INCREMENTAL".into(), "true".into()),
         ("CLAWRDEN_IMAGE_CACHE".into(), image_cache_dir().into()),
     ];
     if let Some(host) = std::env::var_os("DOCKER_HOST") {
