@@ -63,6 +63,8 @@ pub struct ComposeStack {
     compose: Vec<String>,
     dir: TempDir,
     policy: Option<PathBuf>,
+    clear_env: bool,
+    env: Vec<(OsString, OsString)>,
 }
 
 impl fmt::Debug for ComposeStack {
@@ -120,6 +122,8 @@ impl ComposeStack {
             compose,
             dir,
             policy,
+            clear_env: options.clear_env,
+            env: options.env.clone(),
         };
         let mut command = Command::new(stack.root.join("scripts/up.sh"));
         if options.metrics {
@@ -131,7 +135,7 @@ impl ComposeStack {
         command
             .envs(options.env.iter().map(|(k, v)| (k, v)))
             .envs(stack.stack_env())
-            .env("CLAWRDEN_TOKEN_DIR", stack.dir.path().join("tokens"));
+            .env("CLAWRDEN_TOKEN_DIR", stack.token_dir());
         if let Some(base) = &options.base_image {
             command.env("CLAWRDEN_BASE_IMAGE", base);
         }
@@ -151,6 +155,24 @@ impl ComposeStack {
             ));
         }
         Ok(stack)
+    }
+
+    /// Runs this stack's `scripts/up.sh ARGS` again (e.g. `--down`) with the environment it
+    /// was started with.
+    pub fn run_up_sh(&self, args: &[&str]) -> Result<ExecOutput, String> {
+        let mut command = Command::new(self.root.join("scripts/up.sh"));
+        if self.clear_env {
+            command.env_clear();
+        }
+        let output = command
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .envs(self.stack_env())
+            .env("CLAWRDEN_TOKEN_DIR", self.token_dir())
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run scripts/up.sh: {e}"))?;
+        Ok(ExecOutput::from_output(output))
     }
 
     /// The variables docker-compose.yml reads for this stack.

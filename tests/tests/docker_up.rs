@@ -3,7 +3,8 @@
 //! up.sh must add the target, pick or build the images, start the stack and print a login
 //! that works: `/readyz` answers, a real call through the prisoner runs back in it and a
 //! denied one exits 126, the printed clawctl line works with the saved token, the
-//! dashboard accepts that token, and the token itself never appears in up.sh's output.
+//! dashboard accepts that token, the token itself never appears in up.sh's output, and
+//! `scripts/up.sh --down` removes the containers.
 //!
 //! The toolchain without the target is a private RUSTUP_HOME whose toolchain directory is
 //! hard links into the real one minus `lib/rustlib/x86_64-unknown-linux-musl` (metadata
@@ -404,6 +405,20 @@ fn up_sh_from_a_fresh_clone_without_the_musl_target_starts_a_stack_that_answers(
     );
     assert_eq!(login.status, 200, "dashboard login: {}", login.text());
     assert_eq!(login.json()["scope"], "admin", "{}", login.text());
+
+    // And the stop line it printed.
+    let down = stack
+        .run_up_sh(&["--down"])
+        .unwrap_or_else(|e| panic!("{test}: {e}"));
+    assert!(down.success(), "scripts/up.sh --down: {down:?}");
+    let left = output_of(Command::new("docker").args([
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=com.docker.compose.project={}", stack.project),
+    ]))
+    .unwrap_or_else(|e| panic!("{test}: {e}"));
+    assert_eq!(left, "", "containers left after scripts/up.sh --down");
 
     drop(stack);
     let _ = fs::remove_dir_all(&work);
