@@ -162,7 +162,7 @@ export CLAWRDEN_BASE_IMAGE
 for name in $LOCAL_IMAGES; do
     if is_root; then
         need_packages debootstrap:debootstrap
-        say "building clawrden-test/$name locally (scripts/images/build.sh $name)"
+        say "no registry: using clawrden-test/$name, built here (scripts/images/build.sh $name)"
         "$ROOT/scripts/images/build.sh" "$name" >&2 || die "scripts/images/build.sh $name failed (see above)"
     elif docker image inspect "clawrden-test/$name:latest" >/dev/null 2>&1; then
         say "using the local clawrden-test/$name (as root, scripts/images/build.sh $name refreshes it)"
