@@ -259,17 +259,21 @@ fn up_sh_from_a_fresh_clone_without_the_musl_target_starts_a_stack_that_answers(
     if let Some(host) = std::env::var_os("DOCKER_HOST") {
         env.push(("DOCKER_HOST".into(), host));
     }
-    let installed = output_of(
-        Command::new("rustup")
-            .args(["target", "list", "--installed"])
-            .env_clear()
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .current_dir(&clone),
-    )
-    .unwrap_or_else(|e| panic!("{test}: {e}"));
+    // The targets the private toolchain has, as rustup lists them.
+    let installed = || {
+        output_of(
+            Command::new("rustup")
+                .args(["target", "list", "--installed"])
+                .env_clear()
+                .envs(env.iter().map(|(k, v)| (k, v)))
+                .current_dir(&clone),
+        )
+        .unwrap_or_else(|e| panic!("{test}: {e}"))
+    };
+    let before = installed();
     assert!(
-        !installed.lines().any(|l| l == SHIM_TARGET),
-        "{test}: the private toolchain still has {SHIM_TARGET}: {installed}"
+        !before.lines().any(|l| l == SHIM_TARGET),
+        "{test}: the private toolchain still has {SHIM_TARGET}: {before}"
     );
 
     let stack = ComposeStack::start(ComposeOptions {
@@ -291,15 +295,8 @@ fn up_sh_from_a_fresh_clone_without_the_musl_target_starts_a_stack_that_answers(
         )),
         "up.sh did not add the target"
     );
-    let installed = output_of(
-        Command::new("rustup")
-            .args(["target", "list", "--installed"])
-            .env_clear()
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .current_dir(&clone),
-    )
-    .unwrap_or_else(|e| panic!("{test}: {e}"));
-    assert!(installed.lines().any(|l| l == SHIM_TARGET), "{installed}");
+    let after = installed();
+    assert!(after.lines().any(|l| l == SHIM_TARGET), "{after}");
 
     // The login up.sh printed.
     let url = format!("http://127.0.0.1:{}", stack.api_port);
