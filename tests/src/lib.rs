@@ -11,14 +11,16 @@
 pub mod api;
 mod audit;
 mod bins;
+mod compose;
 pub mod docker;
 mod procs;
 pub mod raw;
 mod run;
 mod tempdir;
+pub mod tools;
 mod warden;
 
-pub use audit::{argv_strings, decode_bytes, sha256_hex, AuditEvent};
+pub use audit::{argv_strings, decode_bytes, parse_audit, sha256_hex, AuditEvent};
 pub use bins::{binaries, Binaries};
 pub use procs::{pids_with_env, wait_until_no_process_with_env};
 pub use run::{

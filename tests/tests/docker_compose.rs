@@ -285,18 +285,14 @@ fn compose_stack_mirrors_decides_controls_and_isolates() {
     let base = ensure_test_image("bookworm").unwrap_or_else(|e| panic!("{test}: {e}"));
     let (stack, took) = ComposeStack::up(&base, POLICY).unwrap_or_else(|e| panic!("{test}: {e}"));
     eprintln!("scripts/up.sh: {took:?}");
-    let token = std::fs::read_to_string(
-        stack
-            .volume_dir("warden-state")
-            .unwrap_or_else(|e| panic!("{test}: {e}"))
-            .join("admin.token"),
-    )
-    .unwrap_or_else(|e| panic!("{test}: admin.token: {e}"));
+    let token = stack
+        .admin_token()
+        .unwrap_or_else(|e| panic!("{test}: admin.token: {e}"));
     let api = Api {
         addr: format!("127.0.0.1:{}", stack.api_port)
             .parse()
             .expect("addr"),
-        token: Some(token.trim().to_string()),
+        token: Some(token),
     };
     let c = stack.prisoner();
     let mut checks = Checks {

@@ -8,12 +8,12 @@
 
 use std::collections::HashSet;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus::core::Collector;
 use prometheus::{
-    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Distinct `command` label values before the rest count as `other`.
@@ -70,6 +70,7 @@ pub struct Metrics {
     commands: Mutex<HashSet<String>>,
     requests_total: IntCounterVec,
     queue_size: IntGauge,
+    oldest_pending: Gauge,
     execution_duration: Histogram,
     errors_total: IntCounterVec,
     decision_duration: Histogram,
@@ -115,6 +116,15 @@ impl Metrics {
             IntGauge::new(
                 "clawrden_queue_size",
                 "Requests waiting for a person's approval.",
+            ),
+        );
+        let oldest_pending = register(
+            &registry,
+            &mut declared,
+            Gauge::new(
+                "clawrden_oldest_pending_approval_timestamp_seconds",
+                "Unix time the longest-waiting request in the approval queue was queued; \
+                 0 when none waits.",
             ),
         );
         let execution_duration = register(
@@ -247,6 +257,7 @@ impl Metrics {
             commands: Mutex::new(HashSet::new()),
             requests_total,
             queue_size,
+            oldest_pending,
             execution_duration,
             errors_total,
             decision_duration,
@@ -272,9 +283,21 @@ impl Metrics {
             .inc();
     }
 
-    /// The number of requests waiting for approval is now `n`.
-    pub fn queue_size(&self, n: usize) {
+    /// The approval queue changed; `queued_at` holds when each request now in it was
+    /// queued. Sets its size and the time the oldest one was queued (an alert on "an
+    /// approval waiting too long" needs the age of the oldest, which no count shows).
+    pub fn approval_queue(&self, queued_at: impl IntoIterator<Item = SystemTime>) {
+        let mut n = 0usize;
+        let mut oldest: Option<SystemTime> = None;
+        for t in queued_at {
+            n += 1;
+            oldest = Some(oldest.map_or(t, |o| o.min(t)));
+        }
         self.queue_size.set(i64::try_from(n).unwrap_or(i64::MAX));
+        let seconds = oldest
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.oldest_pending.set(seconds);
     }
 
     /// A command finished (any way) after running for `d`.
@@ -419,7 +442,11 @@ mod tests {
     /// Calls every update method once with a value that changes its metric.
     fn exercise(m: &Metrics) {
         m.request_decided("agent-1", b"/usr/bin/git", "allow");
-        m.queue_size(3);
+        m.approval_queue([
+            UNIX_EPOCH + Duration::from_secs(1_700_000_100),
+            UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            UNIX_EPOCH + Duration::from_secs(1_700_000_200),
+        ]);
         m.execution_finished(Duration::from_millis(1500));
         m.error(ErrorKind::Audit);
         m.decision_duration(Duration::from_micros(700));
@@ -458,6 +485,7 @@ mod tests {
             [
                 "clawrden_requests_total",
                 "clawrden_queue_size",
+                "clawrden_oldest_pending_approval_timestamp_seconds",
                 "clawrden_execution_duration_seconds",
                 "clawrden_errors_total",
                 "clawrden_decision_duration_seconds",
@@ -480,7 +508,10 @@ mod tests {
         m.request_decided("agent-1", b"rm", "deny");
         m.policy_reload(true);
         m.policy_reload(true);
-        m.queue_size(2);
+        m.approval_queue([
+            UNIX_EPOCH + Duration::from_millis(1_700_000_300_500),
+            UNIX_EPOCH + Duration::from_secs(1_700_000_400),
+        ]);
         let text = m.render();
         let got = lines(&text);
         let expected = [
@@ -490,6 +521,8 @@ mod tests {
             r#"clawrden_requests_total{action="deny",command="rm",prisoner="agent-1"} 1"#,
             "# TYPE clawrden_queue_size gauge",
             "clawrden_queue_size 2",
+            "# TYPE clawrden_oldest_pending_approval_timestamp_seconds gauge",
+            "clawrden_oldest_pending_approval_timestamp_seconds 1700000300.5",
             "# TYPE clawrden_execution_duration_seconds histogram",
             r#"clawrden_execution_duration_seconds_bucket{le="1"} 0"#,
             r#"clawrden_execution_duration_seconds_bucket{le="5"} 1"#,
@@ -534,6 +567,36 @@ mod tests {
             .filter(|l| l.starts_with("clawrden_requests_total{"))
             .collect();
         assert_eq!(series.len(), 2, "{series:?}");
+    }
+
+    #[test]
+    fn an_emptied_queue_has_no_oldest_approval() {
+        let m = Metrics::new::<&str>(&[]);
+        let series = |m: &Metrics| -> Vec<String> {
+            m.render()
+                .lines()
+                .filter(|l| {
+                    l.starts_with("clawrden_queue_size ")
+                        || l.starts_with("clawrden_oldest_pending_approval_timestamp_seconds ")
+                })
+                .map(str::to_owned)
+                .collect()
+        };
+        let empty = [
+            "clawrden_oldest_pending_approval_timestamp_seconds 0",
+            "clawrden_queue_size 0",
+        ];
+        assert_eq!(series(&m), empty);
+        m.approval_queue([UNIX_EPOCH + Duration::from_secs(1_700_000_000)]);
+        assert_eq!(
+            series(&m),
+            [
+                "clawrden_oldest_pending_approval_timestamp_seconds 1700000000",
+                "clawrden_queue_size 1",
+            ]
+        );
+        m.approval_queue([]);
+        assert_eq!(series(&m), empty);
     }
 
     #[test]

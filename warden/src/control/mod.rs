@@ -142,6 +142,8 @@ pub(crate) enum ApprovalMsg {
 struct Waiter {
     prisoner: String,
     tx: oneshot::Sender<ApprovalMsg>,
+    /// When it joined the queue (for the oldest-pending-approval metric).
+    queued_at: SystemTime,
 }
 
 struct RunningEntry {
@@ -1311,7 +1313,8 @@ impl ControlPlane {
                 .into_iter()
                 .filter_map(|id| inner.waiters.remove(&id).map(|w| (id, w)))
                 .collect();
-            self.metrics.queue_size(inner.waiters.len());
+            self.metrics
+                .approval_queue(inner.waiters.values().map(|w| w.queued_at));
             (running, waiters)
         };
         let n = running.len() + waiters.len();
@@ -1419,23 +1422,27 @@ impl ControlPlane {
             Waiter {
                 prisoner: prisoner.to_owned(),
                 tx,
+                queued_at: self.clock.now(),
             },
         );
-        self.metrics.queue_size(inner.waiters.len());
+        self.metrics
+            .approval_queue(inner.waiters.values().map(|w| w.queued_at));
         rx
     }
 
     fn take_waiter_entry(&self, id: &str) -> Option<Waiter> {
         let mut inner = self.lock();
         let w = inner.waiters.remove(id);
-        self.metrics.queue_size(inner.waiters.len());
+        self.metrics
+            .approval_queue(inner.waiters.values().map(|w| w.queued_at));
         w
     }
 
     fn put_back_waiter(&self, id: &str, w: Waiter) {
         let mut inner = self.lock();
         inner.waiters.insert(id.to_owned(), w);
-        self.metrics.queue_size(inner.waiters.len());
+        self.metrics
+            .approval_queue(inner.waiters.values().map(|w| w.queued_at));
     }
 
     /// Takes a request out of the queue; false if a decision already took it (then the
