@@ -25,7 +25,7 @@ pub use run::{
     Output, StreamDigest, Watchdog, BASE_HOME, RUN_DEADLINE, SYSTEM_PATH,
 };
 pub use tempdir::TempDir;
-pub use warden::{policy_allow_all, TestWarden, WardenBuilder, SHIMMED_TOOLS};
+pub use warden::{policy_allow_all, TestWarden, WardenBuilder, SHIMMED_TOOLS, STRAY_FD};
 
 use std::time::{Duration, Instant};
 

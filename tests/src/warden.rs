@@ -23,6 +23,9 @@ pub const SHIMMED_TOOLS: &[&str] = &[
     "pwd", "od", "touch",
 ];
 
+/// The descriptor [`WardenBuilder::stray_fd`] leaves open in the warden.
+pub const STRAY_FD: i32 = 7;
+
 /// How long a warden gets to accept connections, and to exit when told to.
 const READY_DEADLINE: Duration = Duration::from_secs(10);
 const EXIT_DEADLINE: Duration = Duration::from_secs(15);
@@ -58,9 +61,48 @@ pub struct WardenBuilder {
     socket: Option<PathBuf>,
     prisoners: Vec<String>,
     api: bool,
+    allow_run_as_warden: bool,
+    command_path: String,
+    run_as: Option<String>,
+    stray_fd: Option<PathBuf>,
+    shims_in_command_path: bool,
 }
 
 impl WardenBuilder {
+    /// Whether locally executed commands may run as the warden's own uid (default: yes,
+    /// so that the tests run by any user, root included, can call through their own
+    /// warden; the privilege tests turn it off and call as other users).
+    pub fn allow_run_as_warden(mut self, yes: bool) -> Self {
+        self.allow_run_as_warden = yes;
+        self
+    }
+
+    /// The warden's `command_path` (default [`SYSTEM_PATH`], where direct runs look too).
+    pub fn command_path(mut self, path: impl Into<String>) -> Self {
+        self.command_path = path.into();
+        self
+    }
+
+    /// Start the warden the way a careless parent would: with `path` open, inheritable, on
+    /// descriptor [`STRAY_FD`] (a shell opens it and execs the warden).
+    pub fn stray_fd(mut self, path: impl Into<PathBuf>) -> Self {
+        self.stray_fd = Some(path.into());
+        self
+    }
+
+    /// Put this warden's `bin/` of shims in front of its `command_path`, so that commands
+    /// it runs make nested calls back through the shim.
+    pub fn shims_in_command_path(mut self) -> Self {
+        self.shims_in_command_path = true;
+        self
+    }
+
+    /// The warden's `run_as` user.
+    pub fn run_as(mut self, user: impl Into<String>) -> Self {
+        self.run_as = Some(user.into());
+        self
+    }
+
     /// Listen on this socket path instead of one in the fresh temp dir.
     pub fn socket(mut self, path: impl Into<PathBuf>) -> Self {
         self.socket = Some(path.into());
@@ -121,6 +163,11 @@ impl WardenBuilder {
             }
         };
         fs::create_dir(&bin_dir).expect("create bin dir");
+        let command_path = if self.shims_in_command_path {
+            format!("{}:{}", bin_dir.display(), self.command_path)
+        } else {
+            self.command_path.clone()
+        };
         for tool in SHIMMED_TOOLS {
             symlink(&bins.shim, bin_dir.join(tool)).expect("create shim symlink");
         }
@@ -138,7 +185,18 @@ impl WardenBuilder {
         let stderr_path = root.join("warden.stderr");
         let stdout_path = root.join("warden.stdout");
         let api_addr = self.api.then(free_local_addr);
-        let mut cmd = Command::new(&bins.warden);
+        let mut cmd = match &self.stray_fd {
+            None => Command::new(&bins.warden),
+            Some(path) => {
+                let mut sh = Command::new("/bin/sh");
+                sh.arg("-c")
+                    .arg(format!("exec {STRAY_FD}<\"$1\"; shift; exec \"$@\""))
+                    .arg("sh")
+                    .arg(path)
+                    .arg(&bins.warden);
+                sh
+            }
+        };
         let sockets: Vec<(String, PathBuf)> = if self.prisoners.is_empty() {
             let socket = self.socket.unwrap_or_else(|| root.join("warden.sock"));
             cmd.arg("--policy")
@@ -149,9 +207,17 @@ impl WardenBuilder {
                 .arg(&socket)
                 .args(["--executor", &self.executors, "--log-format", "json"])
                 .arg("--exec-helper")
-                .arg(&bins.shim);
+                .arg(&bins.shim)
+                .arg("--command-path")
+                .arg(&command_path);
             if self.stream_only {
                 cmd.arg("--stream-only");
+            }
+            if self.allow_run_as_warden {
+                cmd.arg("--allow-run-as-warden");
+            }
+            if let Some(user) = &self.run_as {
+                cmd.arg("--run-as").arg(user);
             }
             if let Some(addr) = api_addr {
                 cmd.arg("--listen").arg(addr.to_string());
@@ -164,13 +230,18 @@ impl WardenBuilder {
                 .map(|n| (n.clone(), root.join(format!("{n}.sock"))))
                 .collect();
             let mut yaml = format!(
-                "policy: {}\nstate_dir: {}\nexecutors: [{}]\nlog_format: json\nstream_only: {}\nexec_helper: {}\n",
+                "policy: {}\nstate_dir: {}\nexecutors: [{}]\nlog_format: json\nstream_only: {}\nexec_helper: {}\ncommand_path: {}\nallow_run_as_warden: {}\n",
                 policy_path.display(),
                 state_dir.display(),
                 self.executors,
                 self.stream_only,
-                bins.shim.display()
+                bins.shim.display(),
+                command_path,
+                self.allow_run_as_warden,
             );
+            if let Some(user) = &self.run_as {
+                yaml.push_str(&format!("run_as: {user}\n"));
+            }
             if let Some(addr) = api_addr {
                 yaml.push_str(&format!("listen: {addr}\n"));
             }
@@ -245,6 +316,11 @@ impl TestWarden {
             socket: None,
             prisoners: Vec::new(),
             api: false,
+            allow_run_as_warden: true,
+            command_path: SYSTEM_PATH.to_string(),
+            run_as: None,
+            stray_fd: None,
+            shims_in_command_path: false,
         }
     }
 

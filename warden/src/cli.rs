@@ -25,7 +25,8 @@ pub struct RunArgs {
     /// Read everything from this warden.yaml instead of the flags below.
     #[arg(long, value_name = "FILE", conflicts_with_all = [
         "policy", "state_dir", "socket", "executor", "prisoner", "exec_helper", "stream_only",
-        "listen", "metrics_token_file", "trust_proxy"
+        "listen", "metrics_token_file", "trust_proxy", "run_as", "allow_run_as_warden",
+        "command_path"
     ])]
     pub config: Option<PathBuf>,
     /// The policy file (reloaded on change and on SIGHUP).
@@ -62,6 +63,18 @@ pub struct RunArgs {
     /// `X-Forwarded-Proto` so dashboard cookies are marked `Secure`.
     #[arg(long)]
     pub trust_proxy: bool,
+    /// Run every locally executed command as USER (a rule's `run_as` still wins)
+    /// [default: as the caller when the warden is root].
+    #[arg(long, value_name = "USER")]
+    pub run_as: Option<String>,
+    /// Let locally executed commands run as the warden's own uid (and as root when the
+    /// warden is root). Off by default: such a command could read the warden's state.
+    #[arg(long)]
+    pub allow_run_as_warden: bool,
+    /// PATH of locally executed commands, and where the local executor looks them up
+    /// [default: /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin].
+    #[arg(long, value_name = "DIR[:DIR...]")]
+    pub command_path: Option<String>,
 }
 
 /// Subcommands.

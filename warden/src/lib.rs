@@ -21,13 +21,16 @@ pub mod env;
 pub mod exec_registry;
 pub mod executor;
 pub mod frames;
+pub mod identity;
 pub mod ids;
+pub mod leftovers;
 pub mod listener;
 pub mod logging;
 pub mod metrics;
 pub mod policy_store;
 pub mod server;
 pub mod session;
+pub mod state_dir;
 pub mod store;
 #[allow(unsafe_code)]
 pub mod sys;

@@ -21,6 +21,7 @@ use crate::listener::{self, BindError, PrisonerListener};
 use crate::logging::LogLimiter;
 use crate::policy_store::{self, PolicyStore};
 use crate::session::{SessionLimits, SessionShared};
+use crate::state_dir::{StateDirError, StateDirLock};
 use crate::store::Store;
 
 /// Protocol-error warnings let through per prisoner socket per minute.
@@ -42,6 +43,8 @@ pub struct Warden {
     api: Option<std::net::TcpListener>,
     /// Believe a reverse proxy's `X-Forwarded-Proto` (dashboard cookies get `Secure`).
     trust_proxy: bool,
+    /// The state directory's lock, held for the warden's whole life.
+    _state_lock: StateDirLock,
 }
 
 impl std::fmt::Debug for Warden {
@@ -70,6 +73,12 @@ impl Warden {
         executors: ExecutorRegistry,
         clock: Arc<dyn Clock>,
     ) -> io::Result<Warden> {
+        // Before anything reads or changes the state: a second warden on the same
+        // directory would mark the first one's running requests abandoned.
+        let state_lock = StateDirLock::acquire(&config.state_dir).map_err(|e| match e {
+            StateDirError::Busy { .. } => io::Error::new(io::ErrorKind::AddrInUse, e.to_string()),
+            StateDirError::Io { .. } => io::Error::other(e.to_string()),
+        })?;
         let audit = Audit::new(
             config.state_dir.join("audit"),
             DEFAULT_MAX_SIZE,
@@ -112,6 +121,7 @@ impl Warden {
             control,
             api: None,
             trust_proxy: config.trust_proxy,
+            _state_lock: state_lock,
         })
     }
 
@@ -242,6 +252,10 @@ impl BoundWarden {
                     .with("approvals", abandoned.approvals),
             );
         }
+        let reaper = tokio::spawn(crate::leftovers::reap_abandoned(
+            warden.control.clone(),
+            warden.executors.clone(),
+        ));
         let policy_watch = warden.control.spawn_policy_watch();
 
         let mut background = Vec::new();
@@ -255,6 +269,7 @@ impl BoundWarden {
             tracing::info!(prisoner = %l.prisoner, socket = %l.path.display(), "listening");
             let shared = Arc::new(SessionShared {
                 prisoner: l.prisoner.clone(),
+                socket: l.path.clone(),
                 policy: warden.policy.clone(),
                 audit: warden.audit.clone(),
                 executors: warden.executors.clone(),
@@ -346,6 +361,11 @@ impl BoundWarden {
             }
         }
         policy_watch.abort();
+        // Leftovers still being looked for finish before the audit closes (bounded: the
+        // executors' own calls time out).
+        if tokio::time::timeout(SHUTDOWN_WAIT, reaper).await.is_err() {
+            tracing::warn!("killing abandoned requests' leftovers did not finish in time");
+        }
         warden.control.observe_reloads();
         if let Some(w) = file_watcher {
             let _ = tokio::task::spawn_blocking(move || w.stop()).await;

@@ -1179,6 +1179,7 @@ impl Executor for InstantExecutor {
             let _ = io.started.send(Started {
                 pid: std::process::id(),
                 program: req.argv[0].clone(),
+                run_as: None,
             });
             Outcome::Exited(0)
         })
@@ -1216,6 +1217,9 @@ async fn start_warden() -> WardenWithApi {
         listen: None,
         metrics_token_file: None,
         trust_proxy: false,
+        run_as: None,
+        allow_run_as_warden: false,
+        command_path: clawrden_warden::config::DEFAULT_COMMAND_PATH.to_owned(),
     };
     let mut executors = ExecutorRegistry::new();
     executors.insert("local", Arc::new(InstantExecutor));
