@@ -1,7 +1,7 @@
 #!/bin/sh
 # Builds the base images that Clawrden's Docker tests harden, without any registry:
 #
-#   scripts/images/build.sh NAME...      # NAME: busybox bookworm bullseye bookworm-python bookworm-node
+#   scripts/images/build.sh NAME...      # NAME: busybox bookworm bullseye bookworm-python bookworm-node bookworm-git
 #   scripts/images/build.sh all
 #
 # Each image is tagged clawrden-test/NAME:latest and labelled with the hash of its recipe
@@ -25,7 +25,7 @@ MIRROR=${CLAWRDEN_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 ARCHIVE_MIRROR=http://archive.debian.org/debian
 LABEL=org.clawrden.test.recipe
 PATH_ENV=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-ALL="busybox bookworm bullseye bookworm-python bookworm-node"
+ALL="busybox bookworm bullseye bookworm-python bookworm-node bookworm-git"
 
 die() {
     echo "build.sh: $*" >&2
@@ -49,6 +49,7 @@ recipe() {
     bookworm | bullseye) echo "v$RECIPE_VERSION debootstrap minbase $1" ;;
     bookworm-python) echo "$(recipe bookworm) + python3 python3-pip" ;;
     bookworm-node) echo "$(recipe bookworm) + nodejs npm" ;;
+    bookworm-git) echo "$(recipe bookworm) + git" ;;
     *) die "unknown image '$1' (known: $ALL)" ;;
     esac
 }
@@ -60,7 +61,7 @@ recipe_hash() {
 # Packages (and the image they are added to) for the derived images.
 parent_of() {
     case $1 in
-    bookworm-python | bookworm-node) echo bookworm ;;
+    bookworm-python | bookworm-node | bookworm-git) echo bookworm ;;
     *) echo "" ;;
     esac
 }
@@ -69,6 +70,7 @@ packages_of() {
     case $1 in
     bookworm-python) echo "python3 python3-pip" ;;
     bookworm-node) echo "nodejs npm" ;;
+    bookworm-git) echo "git" ;;
     esac
 }
 

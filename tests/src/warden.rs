@@ -460,6 +460,18 @@ impl TestWarden {
         cmd
     }
 
+    /// Runs `call` through the shim as `uid`:`gid` (no supplementary groups); needs root.
+    pub fn run_as_user(&self, call: &Call, uid: u32, gid: u32) -> Output {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = self.shim_command(call);
+        cmd.uid(uid).gid(gid);
+        run::run_command(
+            cmd,
+            &call.stdin,
+            &format!("shim {} {:?} as uid {uid}", call.tool, call.args),
+        )
+    }
+
     /// Runs `call` through the shim to completion.
     pub fn run(&self, call: &Call) -> Output {
         run::run_command(

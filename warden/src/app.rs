@@ -2,16 +2,18 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 
 use clawrden_policy::Policy;
 
 use crate::auth;
 use crate::cli::{CheckArgs, ExecutorName, RunArgs, TokenCommand};
+use crate::clock::SystemClock;
 use crate::config::{self, WardenConfig};
 use crate::exec_registry::ExecutorRegistry;
 use crate::identity::{RunAs, WardenIdentity};
 use crate::logging;
-use crate::server::{termination_signal, Warden};
+use crate::server::{lock_state_dir, termination_signal, Warden};
 use crate::state_dir;
 use crate::store::{Store, Timestamp};
 
@@ -156,6 +158,17 @@ pub fn run_daemon(args: &RunArgs) -> u8 {
             return EXIT_USAGE;
         }
     };
+    // Before the executors, which keep state of their own for this directory (the
+    // per-request cgroups): a second warden must touch nothing of the first one's. A busy
+    // directory is not a usage error (the config is fine), so 1.
+    let state_lock = match lock_state_dir(&loaded.config.state_dir) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot lock the state directory");
+            eprintln!("clawrden-warden: {e}");
+            return EXIT_FAILURE;
+        }
+    };
     let (executors, docker) = match ExecutorRegistry::for_config(&loaded.config, run_as) {
         Ok(r) => r,
         Err(e) => {
@@ -191,7 +204,13 @@ pub fn run_daemon(args: &RunArgs) -> u8 {
         }
     };
     runtime.block_on(async move {
-        let mut warden = match Warden::new(&loaded.config, loaded.policy, executors) {
+        let mut warden = match Warden::with_state_lock(
+            &loaded.config,
+            loaded.policy,
+            executors,
+            Arc::new(SystemClock),
+            state_lock,
+        ) {
             Ok(w) => w,
             Err(e) => {
                 tracing::error!(error = %e, "cannot set up the warden");

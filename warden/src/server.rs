@@ -75,10 +75,19 @@ impl Warden {
     ) -> io::Result<Warden> {
         // Before anything reads or changes the state: a second warden on the same
         // directory would mark the first one's running requests abandoned.
-        let state_lock = StateDirLock::acquire(&config.state_dir).map_err(|e| match e {
-            StateDirError::Busy { .. } => io::Error::new(io::ErrorKind::AddrInUse, e.to_string()),
-            StateDirError::Io { .. } => io::Error::other(e.to_string()),
-        })?;
+        let state_lock = lock_state_dir(&config.state_dir)?;
+        Warden::with_state_lock(config, policy, executors, clock, state_lock)
+    }
+
+    /// Like [`Warden::with_clock`], with the state directory's lock already held (the
+    /// binary takes it before it sets up executors, which keep state of their own there).
+    pub fn with_state_lock(
+        config: &WardenConfig,
+        policy: Policy,
+        executors: ExecutorRegistry,
+        clock: Arc<dyn Clock>,
+        state_lock: StateDirLock,
+    ) -> io::Result<Warden> {
         let audit = Audit::new(
             config.state_dir.join("audit"),
             DEFAULT_MAX_SIZE,
@@ -188,6 +197,15 @@ impl Warden {
             file_watcher,
         })
     }
+}
+
+/// Takes the exclusive lock of a state directory; a busy one is `AddrInUse` and says
+/// which warden holds it.
+pub fn lock_state_dir(dir: &std::path::Path) -> io::Result<StateDirLock> {
+    StateDirLock::acquire(dir).map_err(|e| match e {
+        StateDirError::Busy { .. } => io::Error::new(io::ErrorKind::AddrInUse, e.to_string()),
+        StateDirError::Io { .. } => io::Error::other(e.to_string()),
+    })
 }
 
 /// A warden whose sockets exist; [`BoundWarden::serve`] runs it.

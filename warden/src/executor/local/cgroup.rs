@@ -71,10 +71,16 @@ impl RequestCgroups {
         &self.parent
     }
 
-    /// Creates the cgroup of `request_id`.
+    /// Creates the cgroup of `request_id` (and the parent, if it was removed meanwhile).
     pub fn create(&self, request_id: &str) -> io::Result<PathBuf> {
         let dir = self.parent.join(request_id);
-        std::fs::create_dir(&dir)?;
+        match std::fs::create_dir(&dir) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(&self.parent)?;
+                std::fs::create_dir(&dir)?;
+            }
+            other => other?,
+        }
         Ok(dir)
     }
 
