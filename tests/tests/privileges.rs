@@ -372,8 +372,12 @@ fn the_agents_gitconfig_and_pager_cannot_make_a_local_git_act_as_the_warden() {
     );
     // The agent's repository, with a commit so `git log` has something to page.
     let repo = dir.path().join("repo");
+    let git_path = ["/usr/local/bin/git", "/usr/bin/git"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("git is installed (.ci/run installs it)");
     let git = |args: &[&str]| {
-        let st = Command::new("/usr/local/bin/git")
+        let st = Command::new(git_path)
             .args(args)
             .current_dir(&repo)
             .env("HOME", "/")

@@ -1021,3 +1021,35 @@ async fn a_command_inherits_no_descriptor_beyond_0_1_2() {
         "stray fd {stray}"
     );
 }
+
+#[test]
+fn exec_helper_kills_the_tree_at_its_own_time_limit_when_nobody_else_does() {
+    // What happens when the executor that should end the command is gone (a warden
+    // killed with -9): the helper's own limit still ends the tree, and says so.
+    let id = unique_id("time-limit");
+    let marker = format!("{MARKER}={id}");
+    let mut cmd = std::process::Command::new(shim_binary());
+    cmd.args([
+        "exec-helper",
+        "--no-parent-death",
+        "--grace-ms",
+        "100",
+        "--time-limit-ms",
+        "300",
+        "--",
+        "/bin/sh",
+        "sh",
+        "-c",
+        "sleep 1000 & setsid sleep 1000 & sleep 1000",
+    ])
+    .env_clear()
+    .env("PATH", "/usr/bin:/bin")
+    .env(MARKER, &id);
+    let out = cmd.output().expect("run exec-helper");
+    assert_eq!(out.status.code(), Some(124));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "clawrden: time limit of 300 ms reached; process tree killed\n"
+    );
+    assert_eq!(processes_with(marker.as_bytes()), Vec::<String>::new());
+}
