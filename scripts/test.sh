@@ -7,6 +7,8 @@
 # Environment:
 #   CLAWRDEN_REQUIRE_DOCKER=1   fail (instead of skip) the tests that need a Docker engine
 #   CLAWRDEN_REQUIRE_BROWSER=1  fail (instead of skip) the tests that need Chromium
+#   CLAWRDEN_REQUIRE_ROOT=1     fail (instead of skip) the tests that need root (other users,
+#                               per-request cgroups)
 #   CLAWRDEN_SCREENSHOTS=1      refresh docs/screenshots from the browser tests
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -109,6 +109,9 @@ class Warden:
             f"policy: {self.dir / 'policy.yaml'}",
             f"state_dir: {self.state}",
             "executors: [local]",
+            # The test's own user calls and runs the commands (as any user, root included).
+            "allow_run_as_warden: true",
+            "command_path: /usr/bin:/bin",
             f"exec_helper: {self.shim_bin}",
             "log_format: json",
             f"listen: 127.0.0.1:{self.port}",
