@@ -422,6 +422,17 @@ fn the_callers_environment_reaches_the_command_never_the_root_helper() {
     });
 }
 
+/// Exits 0 when one of the pids is a running process: it exists and is not a zombie (a
+/// killed process whose parent died waits for the container's PID 1 to reap it, which
+/// `sleep` never does).
+const RUNNING: &str = r#"
+for p in "$@"; do
+    s=$(awk '{ print $3 }' "/proc/$p/stat" 2>/dev/null) || continue
+    [ -z "$s" ] || [ "$s" = Z ] || exit 0
+done
+exit 1
+"#;
+
 #[test]
 fn a_warden_killed_mid_call_kills_the_command_when_it_restarts_and_audits_it() {
     let test = "a_warden_killed_mid_call_kills_the_command_when_it_restarts_and_audits_it";
@@ -443,24 +454,16 @@ fn a_warden_killed_mid_call_kills_the_command_when_it_restarts_and_audits_it() {
             "{test}: the shim of a killed warden: {out:?}"
         );
         // The premise: the command outlives its warden, under its root helper.
-        c.sh_ok(
-            "root",
-            r#"test -d "/proc/$1" && test -d "/proc/$2""#,
-            &[&helper, &tail],
-        )
-        .unwrap_or_else(|e| panic!("{test}: the command did not outlive the warden: {e}"));
+        for pid in [&helper, &tail] {
+            c.sh_ok("root", RUNNING, &[pid.as_str()])
+                .unwrap_or_else(|e| panic!("{test}: the command did not outlive the warden: {e}"));
+        }
         let killed_at = Instant::now();
         warden
             .restart()
             .unwrap_or_else(|e| panic!("{test}: restart: {e}"));
         let gone = loop {
-            let alive = c
-                .sh(
-                    "root",
-                    r#"test -d "/proc/$1" || test -d "/proc/$2""#,
-                    &[&helper, &tail],
-                )
-                .unwrap();
+            let alive = c.sh("root", RUNNING, &[&helper, &tail]).unwrap();
             if !alive.success() {
                 break true;
             }
