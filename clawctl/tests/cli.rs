@@ -3,8 +3,6 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use sha2::{Digest, Sha256};
-
 fn clawctl(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_clawctl"))
         .args(args)
@@ -31,11 +29,9 @@ fn write(path: &Path, body: &str) -> String {
     path.display().to_string()
 }
 
+/// Lowercase hex SHA-256 (what an audit line's `prev` holds of the line before it).
 fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    clawrden_audit::link_hash(bytes)
 }
 
 const POLICY: &str = "version: 1\nrules:\n\
@@ -178,6 +174,9 @@ fn audit_lines(first: u64, n: u64, prev: &str) -> Vec<String> {
         .collect()
 }
 
+/// What verify says about lines written before the audit was keyed.
+const UNKEYED: &str = "integrity only: the hash chain is intact, but no line carries a mac (written before the audit was keyed), so whoever could write the file could have recomputed it";
+
 fn joined(lines: &[String]) -> String {
     lines.iter().map(|l| format!("{l}\n")).collect()
 }
@@ -202,7 +201,7 @@ fn audit_verify_file_dir_and_tampering() {
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(
         text(&out.stdout),
-        format!("ok: 5 events, seq 1..5, head {head}\n")
+        format!("ok: 5 events, seq 1..5, head {head}\n{UNKEYED}\n")
     );
 
     // Only the current file: a later start is noted, not an error.
@@ -212,7 +211,7 @@ fn audit_verify_file_dir_and_tampering() {
         text(&out.stdout),
         format!(
             "{current}: chain starts at seq 4 (earlier events were not given, so the link to them is not checked)\n\
-             ok: 2 events, seq 4..5, head {head}\n"
+             ok: 2 events, seq 4..5, head {head}\n{UNKEYED}\n"
         )
     );
 

@@ -66,6 +66,8 @@ pub struct WardenBuilder {
     run_as: Option<String>,
     stray_fd: Option<PathBuf>,
     shims_in_command_path: bool,
+    settings: Vec<(String, String)>,
+    nofile: Option<(u64, u64)>,
 }
 
 impl WardenBuilder {
@@ -100,6 +102,20 @@ impl WardenBuilder {
     /// The warden's `run_as` user.
     pub fn run_as(mut self, user: impl Into<String>) -> Self {
         self.run_as = Some(user.into());
+        self
+    }
+
+    /// A scalar setting, given as `--KEY VALUE` in the flag form and `KEY: VALUE` in
+    /// warden.yaml (underscores in `key` become dashes in the flag), e.g.
+    /// `("max_pending_per_prisoner", "2")`.
+    pub fn setting(mut self, key: &str, value: impl ToString) -> Self {
+        self.settings.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Starts the warden under `prlimit --nofile=SOFT:HARD`.
+    pub fn nofile(mut self, soft: u64, hard: u64) -> Self {
+        self.nofile = Some((soft, hard));
         self
     }
 
@@ -185,15 +201,23 @@ impl WardenBuilder {
         let stderr_path = root.join("warden.stderr");
         let stdout_path = root.join("warden.stdout");
         let api_addr = self.api.then(free_local_addr);
-        let mut cmd = match &self.stray_fd {
-            None => Command::new(&bins.warden),
-            Some(path) => {
+        let mut cmd = match (&self.stray_fd, self.nofile) {
+            (None, None) => Command::new(&bins.warden),
+            (None, Some((soft, hard))) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={soft}:{hard}")).arg(&bins.warden);
+                c
+            }
+            (Some(path), nofile) => {
                 let mut sh = Command::new("/bin/sh");
                 sh.arg("-c")
                     .arg(format!("exec {STRAY_FD}<\"$1\"; shift; exec \"$@\""))
                     .arg("sh")
-                    .arg(path)
-                    .arg(&bins.warden);
+                    .arg(path);
+                if let Some((soft, hard)) = nofile {
+                    sh.arg("prlimit").arg(format!("--nofile={soft}:{hard}"));
+                }
+                sh.arg(&bins.warden);
                 sh
             }
         };
@@ -222,6 +246,9 @@ impl WardenBuilder {
             if let Some(addr) = api_addr {
                 cmd.arg("--listen").arg(addr.to_string());
             }
+            for (key, value) in &self.settings {
+                cmd.arg(format!("--{}", key.replace('_', "-"))).arg(value);
+            }
             vec![("default".to_string(), socket)]
         } else {
             let sockets: Vec<(String, PathBuf)> = self
@@ -244,6 +271,9 @@ impl WardenBuilder {
             }
             if let Some(addr) = api_addr {
                 yaml.push_str(&format!("listen: {addr}\n"));
+            }
+            for (key, value) in &self.settings {
+                yaml.push_str(&format!("{key}: {value}\n"));
             }
             yaml.push_str("prisoners:\n");
             for (name, socket) in &sockets {
@@ -321,6 +351,8 @@ impl TestWarden {
             run_as: None,
             stray_fd: None,
             shims_in_command_path: false,
+            settings: Vec::new(),
+            nofile: None,
         }
     }
 
@@ -503,6 +535,22 @@ impl TestWarden {
 
     pub fn audit_path(&self) -> PathBuf {
         self.state_dir.join("audit").join("audit.jsonl")
+    }
+
+    /// The warden's audit key (`<state-dir>/audit.key`).
+    pub fn audit_key_path(&self) -> PathBuf {
+        self.state_dir.join(clawrden_audit::KEY_FILE)
+    }
+
+    /// Verifies the whole audit directory, MACs included, with the one chain definition
+    /// the warden writes with; panics with the first bad line.
+    pub fn verify_audit(&self) -> clawrden_audit::Report {
+        let key = clawrden_audit::AuditKey::read(&self.audit_key_path())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let files = clawrden_audit::expand_paths(&[self.state_dir.join("audit")])
+            .unwrap_or_else(|f| panic!("{f}"));
+        clawrden_audit::verify_files(&files, Some(&key))
+            .unwrap_or_else(|f| panic!("audit does not verify: {f}"))
     }
 
     /// Every complete line of the audit file so far, parsed.

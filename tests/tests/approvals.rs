@@ -409,7 +409,14 @@ fn warden_killed_while_asking_leaves_the_request_abandoned_after_restart() {
     assert!(!Path::new(&marker).exists(), "an abandoned ask ran");
 
     let audit_dir = second.state_dir.join("audit");
-    let verify = clawctl(["audit".as_ref(), "verify".as_ref(), audit_dir.as_os_str()]);
+    let key = second.audit_key_path();
+    let verify = clawctl([
+        "audit".as_ref(),
+        "verify".as_ref(),
+        "--key".as_ref(),
+        key.as_os_str(),
+        audit_dir.as_os_str(),
+    ]);
     assert_eq!(
         verify.status.code(),
         Some(0),

@@ -247,14 +247,20 @@ fn audit_survives_a_warden_restart_and_verifies(stack: &ComposeStack) -> Result<
         .status()
         .map_err(|e| format!("cp: {e}"))?;
     ensure(status.success(), || format!("cp -a {}", audit.display()))?;
+    let key = copy.path().join("audit.key");
+    std::fs::copy(stack.volume_dir("warden-state")?.join("audit.key"), &key)
+        .map_err(|e| format!("copy audit.key: {e}"))?;
     let verify = clawctl([
         std::ffi::OsString::from("audit"),
         "verify".into(),
+        "--key".into(),
+        key.into_os_string(),
         copy.path().join("audit").into_os_string(),
     ]);
-    ensure(verify.status.code() == Some(0), || {
-        format!("clawctl audit verify: {verify:?}")
-    })
+    ensure(
+        verify.status.code() == Some(0) && verify.stdout_str().contains("\nauthentic: "),
+        || format!("clawctl audit verify --key: {verify:?}"),
+    )
 }
 
 fn kill_through_the_api(stack: &ComposeStack, c: &Container, api: &Api) -> Result<(), String> {

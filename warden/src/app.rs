@@ -193,6 +193,12 @@ pub fn run_daemon(args: &RunArgs) -> u8 {
         },
         None => None,
     };
+    match crate::caps::raise_nofile_limit() {
+        Ok(n) => tracing::info!(nofile = n, "open-file limit raised to its hard limit"),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot raise RLIMIT_NOFILE; the connection caps are fitted to the current limit")
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -215,7 +221,7 @@ pub fn run_daemon(args: &RunArgs) -> u8 {
             Err(e) => {
                 tracing::error!(error = %e, "cannot set up the warden");
                 eprintln!("clawrden-warden: {e}");
-                return EXIT_FAILURE;
+                return e.exit_status();
             }
         };
         if let Some(t) = metrics_token {

@@ -10,7 +10,9 @@
 pub mod api;
 pub mod app;
 pub mod audit;
+pub mod audit_forward;
 pub mod auth;
+pub mod caps;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -23,6 +25,7 @@ pub mod executor;
 pub mod frames;
 pub mod identity;
 pub mod ids;
+pub mod kept;
 pub mod leftovers;
 pub mod listener;
 pub mod logging;

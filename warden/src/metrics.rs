@@ -76,7 +76,13 @@ pub struct Metrics {
     approval_wait: Histogram,
     timeouts_total: IntCounter,
     policy_reloads_total: IntCounterVec,
+    refused_total: IntCounterVec,
+    audit_forwarded_total: IntCounterVec,
+    audit_forward_dropped_total: IntCounterVec,
 }
+
+/// Audit sinks, the values of the `sink` label.
+pub const AUDIT_SINKS: &[&str] = &["syslog"];
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -182,6 +188,39 @@ impl Metrics {
                 &["version"],
             ),
         );
+        let refused_total = register(
+            &registry,
+            &mut declared,
+            IntCounterVec::new(
+                Opts::new(
+                    "clawrden_refused_total",
+                    "Calls refused (shim exit 125) for going over a cap, by prisoner and cap.",
+                ),
+                &["prisoner", "reason"],
+            ),
+        );
+        let audit_forwarded_total = register(
+            &registry,
+            &mut declared,
+            IntCounterVec::new(
+                Opts::new(
+                    "clawrden_audit_forwarded_total",
+                    "Audit lines delivered to an off-host sink.",
+                ),
+                &["sink"],
+            ),
+        );
+        let audit_forward_dropped_total = register(
+            &registry,
+            &mut declared,
+            IntCounterVec::new(
+                Opts::new(
+                    "clawrden_audit_forward_dropped_total",
+                    "Audit lines never delivered to an off-host sink (queue full or retries exhausted).",
+                ),
+                &["sink"],
+            ),
+        );
         // Set once here: build information does not change while the warden runs.
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
@@ -191,6 +230,15 @@ impl Metrics {
         }
         for result in ["ok", "error"] {
             policy_reloads_total.with_label_values(&[result]);
+        }
+        for prisoner in prisoners {
+            for reason in crate::caps::Refusal::REASONS {
+                refused_total.with_label_values(&[prisoner.as_ref(), reason]);
+            }
+        }
+        for sink in AUDIT_SINKS {
+            audit_forwarded_total.with_label_values(&[sink]);
+            audit_forward_dropped_total.with_label_values(&[sink]);
         }
         Metrics {
             registry,
@@ -205,6 +253,9 @@ impl Metrics {
             approval_wait,
             timeouts_total,
             policy_reloads_total,
+            refused_total,
+            audit_forwarded_total,
+            audit_forward_dropped_total,
         }
     }
 
@@ -258,6 +309,32 @@ impl Metrics {
             .inc();
     }
 
+    /// A call from `prisoner` was refused for going over the cap named `reason`.
+    pub fn refused(&self, prisoner: &str, reason: &str) {
+        let reason = if crate::caps::Refusal::REASONS.contains(&reason) {
+            reason
+        } else {
+            OTHER
+        };
+        self.refused_total
+            .with_label_values(&[self.prisoner_label(prisoner), reason])
+            .inc();
+    }
+
+    /// `n` audit lines were delivered to `sink`.
+    pub fn audit_forwarded(&self, sink: &str, n: u64) {
+        self.audit_forwarded_total
+            .with_label_values(&[sink_label(sink)])
+            .inc_by(n);
+    }
+
+    /// `n` audit lines were given up on for `sink`.
+    pub fn audit_forward_dropped(&self, sink: &str, n: u64) {
+        self.audit_forward_dropped_total
+            .with_label_values(&[sink_label(sink)])
+            .inc_by(n);
+    }
+
     /// Names of every registered metric, in definition order.
     pub fn declared_names(&self) -> &[String] {
         &self.declared
@@ -306,6 +383,14 @@ impl Metrics {
     }
 }
 
+fn sink_label(sink: &str) -> &str {
+    if AUDIT_SINKS.contains(&sink) {
+        sink
+    } else {
+        OTHER
+    }
+}
+
 /// Registers `metric` and remembers its name: the only way a metric enters the
 /// registry, so `declared` is exactly what the registry holds.
 fn register<C: Collector + Clone + 'static>(
@@ -341,6 +426,9 @@ mod tests {
         m.approval_wait(Duration::from_secs(20));
         m.timeout();
         m.policy_reload(false);
+        m.refused("agent-1", "pending_approvals");
+        m.audit_forwarded("syslog", 2);
+        m.audit_forward_dropped("syslog", 1);
     }
 
     #[test]
@@ -377,6 +465,9 @@ mod tests {
                 "clawrden_timeouts_total",
                 "clawrden_policy_reloads_total",
                 "clawrden_build_info",
+                "clawrden_refused_total",
+                "clawrden_audit_forwarded_total",
+                "clawrden_audit_forward_dropped_total",
             ]
         );
     }
@@ -420,6 +511,10 @@ mod tests {
             r#"clawrden_policy_reloads_total{result="error"} 1"#,
             r#"clawrden_policy_reloads_total{result="ok"} 2"#,
             "# TYPE clawrden_build_info gauge",
+            r#"clawrden_refused_total{prisoner="agent-1",reason="pending_approvals"} 1"#,
+            r#"clawrden_refused_total{prisoner="agent-1",reason="connections"} 0"#,
+            r#"clawrden_audit_forwarded_total{sink="syslog"} 2"#,
+            r#"clawrden_audit_forward_dropped_total{sink="syslog"} 1"#,
         ];
         for line in expected {
             assert!(got.contains(&line), "missing line {line:?} in:\n{text}");

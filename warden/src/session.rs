@@ -28,12 +28,14 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::audit::{Audit, Event, EventKind};
+use crate::caps::Refusal;
 use crate::clock::Clock;
 use crate::control::{ApprovalMsg, ControlPlane};
 use crate::exec_registry::ExecutorRegistry;
 use crate::executor::{ExecIo, ExecRequest, Outcome, StreamIn, StreamOut};
 use crate::frames::{bounded, send, FrameReader, RecvError};
 use crate::ids::IdGenerator;
+use crate::kept::KeptRequest;
 use crate::logging::{LogLimiter, LogPermit};
 use crate::policy_store::PolicyStore;
 use crate::store::{
@@ -96,6 +98,8 @@ pub struct SessionShared {
     pub shutdown: watch::Receiver<bool>,
     /// Approvals, lockdown, running-command registry, metrics and events.
     pub control: Arc<ControlPlane>,
+    /// This prisoner's caps on connections, pending asks and bytes kept.
+    pub caps: Arc<crate::caps::PrisonerCaps>,
 }
 
 impl std::fmt::Debug for SessionShared {
@@ -178,7 +182,7 @@ async fn read_early(
 
 async fn serve(shared: Arc<SessionShared>, stream: UnixStream, peer: Peer, accepted_at: Instant) {
     let (rd, mut wr) = stream.into_split();
-    let mut reader = FrameReader::new();
+    let mut reader = FrameReader::new().with_budget(shared.caps.read_budget());
     let mut shutdown = shared.shutdown.clone();
     let deadline = accepted_at + shared.limits.request_deadline;
     let too_slow = || {
@@ -248,11 +252,13 @@ async fn serve(shared: Arc<SessionShared>, stream: UnixStream, peer: Peer, accep
     };
     let span =
         tracing::info_span!("request", request_id = %request_id, prisoner = %shared.prisoner);
+    let kept = KeptRequest::of(&request, shared.caps.config().max_request_bytes_kept);
     let call = CallSession {
         shared: &shared,
         request_id: request_id.clone(),
         peer,
         request,
+        kept,
         fds,
         reader,
         rd,
@@ -314,6 +320,8 @@ struct CallSession<'a> {
     request_id: String,
     peer: Peer,
     request: Request,
+    /// What the record keeps of `request` (see [`crate::kept`]).
+    kept: KeptRequest,
     fds: Vec<OwnedFd>,
     reader: FrameReader,
     rd: OwnedReadHalf,
@@ -367,12 +375,31 @@ impl CallSession<'_> {
                 (Decided::Ask, verdict.reason.clone(), verdict.rule.clone())
             }
         };
-        let grant = if decided == Decided::Ask {
+        // Caps: an ask holds its whole request in memory until a person answers, so one
+        // too large to show in full is refused before anything else is done with it.
+        let max_kept = self.shared.caps.config().max_request_bytes_kept;
+        let ask_bytes = crate::kept::ask_bytes(&self.request, &self.kept, max_kept);
+        let grant = if decided == Decided::Ask && ask_bytes <= max_kept {
             control
                 .use_grant(&self.shared.prisoner, &self.request.argv, &self.request.cwd)
                 .await
         } else {
             None
+        };
+        let mut pending_permit = None;
+        let mut refusal = None;
+        if decided == Decided::Ask && grant.is_none() {
+            match self.shared.caps.try_pending(ask_bytes) {
+                Ok(p) => pending_permit = Some(p),
+                Err(r) => {
+                    self.shared.caps.refused(control.metrics(), &r);
+                    refusal = Some(r);
+                }
+            }
+        }
+        let (decided, reason) = match &refusal {
+            Some(r) => (Decided::Deny, r.to_string()),
+            None => (decided, reason),
         };
         let metrics = control.metrics();
         metrics.decision_duration(began.elapsed());
@@ -391,8 +418,14 @@ impl CallSession<'_> {
             "decided"
         );
 
-        let mut audited =
-            self.record_request_and_decision(&policy, &verdict, &rule, decided, &reason);
+        let mut audited = self.record_request_and_decision(
+            &policy,
+            &verdict,
+            &rule,
+            decided,
+            &reason,
+            refusal.as_ref().map(Refusal::reason),
+        );
         if let (Ok(()), Some(g)) = (&audited, &grant) {
             audited = control
                 .record(
@@ -459,7 +492,22 @@ impl CallSession<'_> {
         match (decided, grant) {
             (Decided::Deny, _) => {
                 let mut this = self;
-                this.send_decision(Action::Deny, &reason, rule, false).await;
+                match refusal {
+                    // Over a cap: not a decision on the call, so 125 like an unavailable warden.
+                    Some(_) => {
+                        let _ = send(
+                            &mut this.wr,
+                            &Message::Error {
+                                kind: ErrorKind::Internal,
+                                message: bounded(&reason),
+                            },
+                        )
+                        .await;
+                    }
+                    None => {
+                        this.send_decision(Action::Deny, &reason, rule, false).await;
+                    }
+                }
             }
             (Decided::Allow, _) => {
                 let executor = executor.expect("checked above");
@@ -474,7 +522,7 @@ impl CallSession<'_> {
             }
             (Decided::Ask, None) => {
                 let executor = executor.expect("checked above");
-                self.wait_for_approval(&policy, verdict, executor, &executor_name)
+                self.wait_for_approval(&policy, verdict, executor, &executor_name, pending_permit)
                     .await
             }
         }
@@ -492,15 +540,17 @@ impl CallSession<'_> {
     ) -> Result<(), crate::store::StoreError> {
         let now = Timestamp::from_system_time(self.shared.clock.now());
         let r = &self.request;
+        let kept = &self.kept;
+        let truncated = kept.truncated.as_ref().map(|t| t.to_value().to_string());
         let new = NewRequest {
             id: self.request_id.clone(),
             prisoner: self.shared.prisoner.clone(),
             uid: self.peer.uid,
             gid: self.peer.gid,
             pid: self.peer.pid.unwrap_or(0),
-            argv: r.argv.clone(),
-            cwd: r.cwd.clone(),
-            env_names: crate::env::names(&r.env),
+            argv: kept.argv.clone(),
+            cwd: kept.cwd.clone(),
+            env_names: kept.env_names.clone(),
             rule: rule.clone(),
             action: Some(match decided {
                 Decided::Allow => StoreAction::Allow,
@@ -517,7 +567,13 @@ impl CallSession<'_> {
         };
         let result = self
             .control()
-            .with_store(move |s| s.insert_request(&new))
+            .with_store(move |s| {
+                s.insert_request(&new)?;
+                match truncated {
+                    Some(t) => s.set_truncated(&new.id, &t),
+                    None => Ok(()),
+                }
+            })
             .await;
         if let Err(e) = &result {
             tracing::error!(error = %e, "cannot record the request in the state store");
@@ -532,18 +588,23 @@ impl CallSession<'_> {
         rule: &Option<String>,
         decided: Decided,
         reason: &str,
+        refused: Option<&'static str>,
     ) -> Result<(), crate::audit::AuditError> {
         let r = &self.request;
-        let request = event_for(EventKind::Request, &self.request_id)
+        let kept = &self.kept;
+        let mut request = event_for(EventKind::Request, &self.request_id)
             .with("prisoner", self.shared.prisoner.as_str())
             .with("uid", self.peer.uid)
             .with("gid", self.peer.gid)
             .with("pid", self.peer.pid)
-            .with_byte_list("argv", &r.argv)
-            .with_bytes("cwd", &r.cwd)
-            .with_bytes("tool_path", &r.tool_path)
-            .with_byte_list("env_names", &crate::env::names(&r.env))
+            .with_byte_list("argv", &kept.argv)
+            .with_bytes("cwd", &kept.cwd)
+            .with_bytes("tool_path", &kept.tool_path)
+            .with_byte_list("env_names", &kept.env_names)
             .with("parent_request", r.parent_request.clone());
+        if let Some(t) = &kept.truncated {
+            request = request.with("truncated", t.to_value());
+        }
         self.control().record(&request)?;
         let decision = event_for(EventKind::Decision, &self.request_id)
             .with("prisoner", self.shared.prisoner.as_str())
@@ -553,6 +614,10 @@ impl CallSession<'_> {
             .with("executor", verdict.executor.to_string())
             .with("policy_sha256", policy.sha256())
             .with("timeout_ms", duration_ms(verdict.timeout));
+        let decision = match refused {
+            Some(cap) => decision.with("refused", cap),
+            None => decision,
+        };
         self.control().record(&decision)?;
         Ok(())
     }
@@ -582,6 +647,7 @@ impl CallSession<'_> {
         verdict: Verdict,
         executor: Arc<dyn crate::executor::Executor>,
         executor_name: &str,
+        pending_permit: Option<crate::caps::PendingPermit>,
     ) {
         let control = self.shared.control.clone();
         let timeout = policy.approval_timeout();
@@ -698,6 +764,7 @@ impl CallSession<'_> {
                 }
             }
         };
+        drop(pending_permit);
         control.metrics().approval_wait(waiting_since.elapsed());
         match msg {
             Ok(ApprovalMsg::Approved { by, started }) => {
@@ -776,6 +843,7 @@ impl CallSession<'_> {
             request_id,
             peer,
             request,
+            kept: _,
             fds,
             reader,
             rd,

@@ -73,7 +73,13 @@ impl Api {
         let state_dir = dir.path().join("state");
         std::fs::create_dir_all(&state_dir).unwrap();
         let clock = Arc::new(SystemClock);
-        let audit = Audit::new(state_dir.join("audit"), DEFAULT_MAX_SIZE, clock.clone());
+        let key = clawrden_warden::audit::AuditKey::generate().unwrap();
+        let audit = Audit::new(
+            state_dir.join("audit"),
+            DEFAULT_MAX_SIZE,
+            clock.clone(),
+            Arc::new(key),
+        );
         let policy = Arc::new(PolicyStore::new(
             policy_path.clone(),
             Policy::load(&policy_path).unwrap(),
@@ -1220,6 +1226,8 @@ async fn start_warden() -> WardenWithApi {
         run_as: None,
         allow_run_as_warden: false,
         command_path: clawrden_warden::config::DEFAULT_COMMAND_PATH.to_owned(),
+        caps: Default::default(),
+        audit_syslog: None,
     };
     let mut executors = ExecutorRegistry::new();
     executors.insert("local", Arc::new(InstantExecutor));

@@ -67,6 +67,8 @@ impl Harness {
             run_as: None,
             allow_run_as_warden: false,
             command_path: clawrden_warden::config::DEFAULT_COMMAND_PATH.to_owned(),
+            caps: Default::default(),
+            audit_syslog: None,
         };
         let mut executors = ExecutorRegistry::new();
         executors.insert("local", Arc::new(ProgramExecutor));

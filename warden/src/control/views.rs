@@ -61,6 +61,10 @@ pub struct RequestView {
     pub approval: Option<ApprovalView>,
     /// How long the approval waited (until decided, or until now while pending).
     pub waited_ms: Option<u64>,
+    /// Present when `argv` (or cwd) is only a prefix of the request: the whole request's
+    /// sizes and argv SHA-256 (see README.md, "Audit").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub truncated: Option<Value>,
 }
 
 impl RequestView {
@@ -103,6 +107,10 @@ impl RequestView {
                 expires_at: rfc3339(a.expires_at),
             }),
             waited_ms,
+            truncated: r
+                .truncated
+                .as_deref()
+                .and_then(|t| serde_json::from_str(t).ok()),
         }
     }
 }

@@ -161,6 +161,8 @@ pub struct RequestRecord {
     pub approval_id: Option<String>,
     pub parent_request: Option<String>,
     pub policy_sha256: Option<String>,
+    /// JSON object describing the whole request when the record keeps only a prefix.
+    pub truncated: Option<String>,
 }
 
 /// What [`Store::mark_abandoned_on_startup`] changed.
@@ -201,7 +203,7 @@ pub struct HistoryPage {
 
 const COLUMNS: &str = "id, prisoner, uid, gid, pid, argv, command, cwd, env_names, rule, action, \
      reason, executor, state, exit_code, signal, created_at, decided_at, started_at, \
-     finished_at, approval_id, parent_request, policy_sha256";
+     finished_at, approval_id, parent_request, policy_sha256, truncated";
 
 fn conversion_error(column: usize, what: &str) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(
@@ -251,6 +253,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<RequestRecord> {
         approval_id: r.get(20)?,
         parent_request: r.get(21)?,
         policy_sha256: r.get(22)?,
+        truncated: r.get(23)?,
     })
 }
 
@@ -299,6 +302,22 @@ fn clamp_limit(limit: usize) -> usize {
 }
 
 impl Store {
+    /// Marks a request's record as keeping only a prefix of the request; `whole` is a
+    /// JSON object with the whole request's sizes.
+    pub fn set_truncated(&self, id: &str, whole: &str) -> Result<(), StoreError> {
+        let n = self.lock().execute(
+            "UPDATE requests SET truncated = ?2 WHERE id = ?1",
+            params![id, whole],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound {
+                what: "request",
+                id: id.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
     /// Records a new request. Its state must be `pending`, `running` or `denied`.
     pub fn insert_request(&self, r: &NewRequest) -> Result<(), StoreError> {
         if !matches!(
@@ -316,7 +335,7 @@ impl Store {
             &format!(
                 "INSERT INTO requests ({COLUMNS}) VALUES
                  (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, NULL, NULL,
-                  ?15, ?16, ?17, ?18, NULL, ?19, ?20)"
+                  ?15, ?16, ?17, ?18, NULL, ?19, ?20, NULL)"
             ),
             params![
                 r.id,

@@ -97,6 +97,11 @@ const MIGRATIONS: &[&str] = &[
         value TEXT NOT NULL
     ) STRICT;
     ",
+    // 2: requests whose record keeps only a prefix of argv (max_request_bytes_kept):
+    // a JSON object with the whole request's sizes and argv SHA-256; NULL when whole.
+    "
+    ALTER TABLE requests ADD COLUMN truncated TEXT;
+    ",
 ];
 
 /// The schema version this build writes and understands.

@@ -235,6 +235,8 @@ impl TestWarden {
             run_as: None,
             allow_run_as_warden: false,
             command_path: clawrden_warden::config::DEFAULT_COMMAND_PATH.to_owned(),
+            caps: Default::default(),
+            audit_syslog: None,
         };
         let policy = Policy::load(&policy_path).unwrap();
         let mut executors = ExecutorRegistry::new();
