@@ -9,6 +9,8 @@
 #   CLAWRDEN_REQUIRE_BROWSER=1  fail (instead of skip) the tests that need Chromium
 #   CLAWRDEN_REQUIRE_TOOLS=1    fail (instead of skip) the tests that need promtool or
 #                               systemd-analyze
+#   CLAWRDEN_REQUIRE_ROOT=1     fail (instead of skip) the tests that need root (other users,
+#                               per-request cgroups)
 #   CLAWRDEN_SCREENSHOTS=1      refresh docs/screenshots from the browser tests
 set -euo pipefail
 cd "$(dirname "$0")/.."

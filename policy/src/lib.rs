@@ -182,6 +182,8 @@ pub struct Verdict {
     pub ghost: Option<GhostSpec>,
     /// Environment pass/drop lists of the rule.
     pub env: EnvRule,
+    /// The rule's `run_as` user: who a warden-side command runs as.
+    pub run_as: Option<String>,
 }
 
 /// One rule of a policy.
@@ -201,6 +203,7 @@ pub struct Rule {
     executor: Option<ExecutorKind>,
     ghost: Option<GhostSpec>,
     env: EnvRule,
+    run_as: Option<String>,
 }
 
 impl Rule {
@@ -259,6 +262,10 @@ impl Rule {
     /// The rule's env pass/drop lists.
     pub fn env(&self) -> &EnvRule {
         &self.env
+    }
+    /// The user a warden-side command of this rule runs as, if the rule names one.
+    pub fn run_as(&self) -> Option<&str> {
+        self.run_as.as_deref()
     }
 }
 
@@ -407,6 +414,7 @@ impl Policy {
             executor: self.default_executor,
             ghost: None,
             env: EnvRule::default(),
+            run_as: None,
         }
     }
 
@@ -427,6 +435,7 @@ impl Policy {
             executor: rule.executor.unwrap_or(self.default_executor),
             ghost: rule.ghost.clone(),
             env: rule.env.clone(),
+            run_as: rule.run_as.clone(),
         }
     }
 
@@ -439,6 +448,7 @@ impl Policy {
             executor: self.default_executor,
             ghost: None,
             env: EnvRule::default(),
+            run_as: None,
         }
     }
 }

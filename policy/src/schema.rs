@@ -72,6 +72,8 @@ struct RawRule {
     ghost: Option<RawGhost>,
     #[serde(default, deserialize_with = "some")]
     env: Option<RawEnv>,
+    #[serde(default, deserialize_with = "some")]
+    run_as: Option<UserName>,
 }
 
 #[derive(Deserialize)]
@@ -165,6 +167,15 @@ pub(crate) fn parse(src: &str, origin: &str, sha256: String) -> Result<Policy, P
                 ),
             );
         }
+        if r.run_as.is_some() && executor == ExecutorKind::Mirror {
+            return fail(
+                &[Seg::Key("rules"), Seg::Index(index), Seg::Key("run_as")],
+                format!(
+                    "rules[{index}].run_as: rule `{}` runs in the mirror executor, where a command always runs as its caller inside the prisoner; run_as applies to warden-side executors (local)",
+                    r.name.0
+                ),
+            );
+        }
         rules.push(Rule {
             name: r.name.0,
             command: r.command.map(|c| c.0),
@@ -189,6 +200,7 @@ pub(crate) fn parse(src: &str, origin: &str, sha256: String) -> Result<Policy, P
                 pass: e.pass.into_iter().map(|n| n.0).collect(),
                 drop: e.drop.into_iter().map(|n| n.0).collect(),
             }),
+            run_as: r.run_as.map(|u| u.0),
         });
     }
     Ok(Policy {
@@ -471,6 +483,31 @@ impl<'de> Deserialize<'de> for ArgPattern {
 impl<'de> Deserialize<'de> for ArgsRegex {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         from_str_with(d, "a regular expression", ArgsRegex::new)
+    }
+}
+
+struct UserName(String);
+
+impl<'de> Deserialize<'de> for UserName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        from_str_with(d, "a user name", |s| {
+            let stem = s.strip_suffix('$').unwrap_or(s);
+            let valid = (1..=32).contains(&s.len())
+                && stem
+                    .bytes()
+                    .next()
+                    .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+                && stem
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+            if valid {
+                Ok(UserName(s.to_owned()))
+            } else {
+                Err(format!(
+                    "run_as `{s}` is not a user name (letters, digits, '_', '.', '-', starting with a letter or '_')"
+                ))
+            }
+        })
     }
 }
 

@@ -85,7 +85,8 @@ fn verdict_carries_rule_settings_and_generated_reasons() {
          \x20 ghost: { image: clawrden/fetch, network: egress, memory: 256m, cpus: 1.5, pids: 128 }\n\
          \x20 env: { pass: [HTTP_PROXY, LC_*], drop: [TERM] }\n\
          - {name: git-read, command: git, action: allow}\n\
-         - {name: no-rm, command: rm, action: deny, reason: use the trash}\n",
+         - {name: no-rm, command: rm, action: deny, reason: use the trash}\n\
+         - {name: deploy, command: kubectl, action: allow, run_as: deploy}\n",
     );
     let call = Call {
         argv: &words("wget http://x"),
@@ -119,6 +120,16 @@ fn verdict_carries_rule_settings_and_generated_reasons() {
     assert_eq!(v.env.drop, ["TERM"]);
     assert!(v.env.passes("LC_ALL") && v.env.passes("HTTP_PROXY") && !v.env.passes("HTTP"));
     assert!(v.env.drops("TERM") && !v.env.drops("TERMINAL"));
+    assert_eq!(v.run_as, None);
+    let call = Call {
+        argv: &words("kubectl apply"),
+        cwd: b"/",
+        uid: 0,
+        prisoner: "p",
+    };
+    let v = p.decide(&call);
+    assert_eq!(v.run_as.as_deref(), Some("deploy"));
+    assert_eq!(p.rules()[3].run_as(), Some("deploy"));
 
     let call = Call {
         argv: &words("git log"),

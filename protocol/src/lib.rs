@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 mod codec;
+pub mod exec_env;
 
 pub use codec::{DecodeError, Decoder, Encoder};
 

@@ -2,7 +2,7 @@
 # Builds the base images that Clawrden's Docker tests harden, without any registry:
 #
 #   scripts/images/build.sh NAME...      # NAME: busybox bookworm bullseye bookworm-python
-#                                        #   bookworm-node bookworm-systemd prometheus
+#                                        #   bookworm-node bookworm-git bookworm-systemd prometheus
 #   scripts/images/build.sh all
 #
 # Each image is tagged clawrden-test/NAME:latest and labelled with the hash of its recipe
@@ -26,7 +26,7 @@ MIRROR=${CLAWRDEN_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 ARCHIVE_MIRROR=http://archive.debian.org/debian
 LABEL=org.clawrden.test.recipe
 PATH_ENV=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-ALL="busybox bookworm bullseye bookworm-python bookworm-node bookworm-systemd prometheus"
+ALL="busybox bookworm bullseye bookworm-python bookworm-node bookworm-git bookworm-systemd prometheus"
 
 die() {
     echo "build.sh: $*" >&2
@@ -50,6 +50,7 @@ recipe() {
     bookworm | bullseye) echo "v$RECIPE_VERSION debootstrap minbase $1" ;;
     bookworm-python) echo "$(recipe bookworm) + python3 python3-pip" ;;
     bookworm-node) echo "$(recipe bookworm) + nodejs npm" ;;
+    bookworm-git) echo "$(recipe bookworm) + git" ;;
     bookworm-systemd) echo "$(recipe bookworm) + systemd" ;;
     prometheus) echo "$(recipe bookworm) + prometheus; /prometheus, user prometheus, entrypoint prometheus" ;;
     *) die "unknown image '$1' (known: $ALL)" ;;
@@ -63,7 +64,7 @@ recipe_hash() {
 # Packages (and the image they are added to) for the derived images.
 parent_of() {
     case $1 in
-    bookworm-python | bookworm-node | bookworm-systemd | prometheus) echo bookworm ;;
+    bookworm-python | bookworm-node | bookworm-git | bookworm-systemd | prometheus) echo bookworm ;;
     *) echo "" ;;
     esac
 }
@@ -72,6 +73,7 @@ packages_of() {
     case $1 in
     bookworm-python) echo "python3 python3-pip" ;;
     bookworm-node) echo "nodejs npm" ;;
+    bookworm-git) echo "git" ;;
     bookworm-systemd) echo "systemd" ;;
     prometheus) echo "prometheus" ;;
     esac

@@ -45,12 +45,11 @@ rules:
     command: [curl]
     action: ask
     reason: network access leaves the prisoner
-  # Lets CLAWRDEN_SOCKET through so that the commands sh runs reach this warden again.
+  # The commands sh runs reach this warden again: the shims come first in the warden's
+  # command_path, and CLAWRDEN_SOCKET always reaches the command.
   - name: shell
     command: sh
     action: ask
-    env:
-      pass: [CLAWRDEN_SOCKET]
 """
 
 
@@ -109,6 +108,9 @@ class Warden:
             f"policy: {self.dir / 'policy.yaml'}",
             f"state_dir: {self.state}",
             "executors: [local]",
+            # The test's own user calls and runs the commands (as any user, root included).
+            "allow_run_as_warden: true",
+            f"command_path: {self.bin}:/usr/bin:/bin",
             f"exec_helper: {self.shim_bin}",
             "log_format: json",
             f"listen: 127.0.0.1:{self.port}",

@@ -596,8 +596,33 @@ impl MirrorWarden {
         );
         let config_path = self.dir.path().join("warden.yaml");
         std::fs::write(&config_path, config).map_err(|e| format!("write warden.yaml: {e}"))?;
-        let stderr = File::create(self.dir.path().join("warden.stderr"))
-            .map_err(|e| format!("create the warden's stderr file: {e}"))?;
+        self.spawn(&socket)
+    }
+
+    /// Starts the warden from the config [`MirrorWarden::start`] wrote (again, after
+    /// [`MirrorWarden::kill_hard`]: same state directory, same socket) and waits for its
+    /// socket. Its stderr is appended to the same log.
+    pub fn restart(&mut self) -> Result<(), String> {
+        let socket = self.socket_dir.join("warden.sock");
+        self.spawn(&socket)
+    }
+
+    /// SIGKILLs the warden (no clean-up of its own) and reaps it.
+    pub fn kill_hard(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn spawn(&mut self, socket: &Path) -> Result<(), String> {
+        let bins = binaries();
+        let config_path = self.dir.path().join("warden.yaml");
+        let stderr = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("warden.stderr"))
+            .map_err(|e| format!("open the warden's stderr file: {e}"))?;
         let child = Command::new(&bins.warden)
             .arg("--config")
             .arg(&config_path)
@@ -609,7 +634,7 @@ impl MirrorWarden {
         self.child = Some(child);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
-            if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+            if std::os::unix::net::UnixStream::connect(socket).is_ok() {
                 return Ok(());
             }
             if let Some(child) = self.child.as_mut() {

@@ -541,20 +541,18 @@ fn clawctl_audit_verify_names_the_line_after_a_removed_one() {
 fn nested_call_is_decided_again_and_linked_to_its_parent() {
     let policy =
         format!("{POLICY}\x20 - name: nested-seq\n\x20   command: seq\n\x20   action: allow\n");
-    // The outer rule lets CLAWRDEN_SOCKET through so the nested shim finds this warden.
-    let policy = policy.replace(
-        "  - name: audited-sh\n    command: sh\n    action: allow\n",
-        "  - name: audited-sh\n    command: sh\n    action: allow\n    env:\n      pass: [CLAWRDEN_SOCKET]\n",
-    );
-    let w = TestWarden::start(&policy);
-    let path = format!("{}:/usr/bin:/bin", w.bin_dir.display());
+    // The command's PATH is the warden's command_path, which here starts with its shims;
+    // CLAWRDEN_SOCKET reaches the command without any env.pass.
+    let w = TestWarden::builder()
+        .policy(policy)
+        .shims_in_command_path()
+        .start();
     let out = w.run(
         &Call::new("sh")
             .arg("-c")
             // seq, not printf: the shell's builtin printf would never reach the shim.
             .arg("seq -f nested-inner-%g 1 1")
-            .arg("nested-outer-token")
-            .env("PATH", &path),
+            .arg("nested-outer-token"),
     );
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert_eq!(out.stdout, b"nested-inner-1\n");

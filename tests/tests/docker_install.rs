@@ -34,8 +34,9 @@ for t in "$@"; do
 done
 "#;
 
-/// Prints `path<TAB>file|link<TAB>link text or -<TAB>mode owner<TAB>sha256 of the content`
-/// for PREFIX+path of each path. Uses only programs that are never shimmed here.
+/// Prints `path<TAB>file|link<TAB>link text or -<TAB>mode owner<TAB>sha256 of the
+/// content<TAB>first 4 bytes in hex` for PREFIX+path of each path. Uses only programs that
+/// are never shimmed here.
 const FINGERPRINT: &str = r#"
 prefix=$1
 shift
@@ -45,7 +46,8 @@ for p in "$@"; do
     if [ -L "$f" ]; then kind=link; text=$(readlink "$f"); else kind=file; text=-; fi
     meta=$(stat -c '%A %u:%g' "$f")
     sum=$(sha256sum <"$f" 2>/dev/null) || sum=unreadable
-    printf '%s\t%s\t%s\t%s\t%s\n' "$p" "$kind" "$text" "$meta" "${sum%% *}"
+    magic=$(dd if="$f" bs=4 count=1 2>/dev/null | od -An -tx1 | tr -d ' \n')
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$p" "$kind" "$text" "$meta" "${sum%% *}" "$magic"
 done
 "#;
 
@@ -71,6 +73,27 @@ struct Fingerprint {
     link_text: String,
     meta: String,
     sha256: String,
+    /// The first 4 bytes, hex (`7f454c46` for an ELF binary).
+    magic: String,
+}
+
+impl Fingerprint {
+    fn is_binary(&self) -> bool {
+        self.kind == "file" && self.magic == "7f454c46"
+    }
+}
+
+/// `-rwxr-xr-x 0:0` with the read bit of group and others removed: `-rwx--x--x 0:0`.
+fn execute_only(meta: &str) -> String {
+    meta.char_indices()
+        .map(|(i, c)| {
+            if (i == 4 || i == 7) && c == 'r' {
+                '-'
+            } else {
+                c
+            }
+        })
+        .collect()
 }
 
 fn parse_tools(out: &str) -> Result<Vec<Tool>, String> {
@@ -92,12 +115,13 @@ fn fingerprints(c: &Container, prefix: &str, tools: &[Tool]) -> Result<Vec<Finge
     let out = c.sh_ok("root", FINGERPRINT, &args)?;
     out.lines()
         .map(|line| match line.split('\t').collect::<Vec<_>>()[..] {
-            [path, kind, link_text, meta, sha256] => Ok(Fingerprint {
+            [path, kind, link_text, meta, sha256, magic] => Ok(Fingerprint {
                 path: path.to_string(),
                 kind: kind.to_string(),
                 link_text: link_text.to_string(),
                 meta: meta.to_string(),
                 sha256: sha256.to_string(),
+                magic: magic.to_string(),
             }),
             _ => Err(format!("unexpected fingerprint line {line:?}")),
         })
@@ -189,9 +213,16 @@ fn originals_keep_bytes_mode_and_owner(
                 want.path, orig.sha256, want.sha256
             ));
         }
-        if want.kind == "file" && orig.meta != want.meta {
+        // Binaries become execute-only (nothing they spawn can reach them through /proc);
+        // scripts keep their mode (their interpreter, as the caller, must read them).
+        let want_meta = if want.is_binary() {
+            execute_only(&want.meta)
+        } else {
+            want.meta.clone()
+        };
+        if want.kind == "file" && orig.meta != want_meta {
             problems.push(format!(
-                "{}: original mode/owner {} != base image's {}",
+                "{}: original mode/owner {} != {want_meta} (base image: {})",
                 want.path, orig.meta, want.meta
             ));
         }
@@ -199,6 +230,34 @@ fn originals_keep_bytes_mode_and_owner(
     ensure(saved.len() == base.len() && problems.is_empty(), || {
         format!("{problems:?} (saved: {saved:?})")
     })
+}
+
+/// Each binary original made execute-only has its mode before in its manifest line, so
+/// that `--uninstall` can restore it.
+fn manifest_records_the_mode_of_binaries_made_execute_only(
+    c: &Container,
+    base: &[Fingerprint],
+) -> Result<(), String> {
+    let out = c.sh_ok("root", "sed -n p /usr/lib/clawrden/manifest", &[])?;
+    let mut problems = Vec::new();
+    for want in base
+        .iter()
+        .filter(|f| f.is_binary() && f.meta != execute_only(&f.meta))
+    {
+        let line = out
+            .lines()
+            .find(|l| l.split('\t').nth(1) == Some(want.path.as_str()));
+        let mode = line.and_then(|l| l.split('\t').nth(2));
+        let octal = mode.and_then(|m| u32::from_str_radix(m, 8).ok());
+        // The permission bits of e.g. `-rwxr-xr-x`: 0o755.
+        let bits = want.meta[1..10]
+            .chars()
+            .fold(0u32, |acc, c| acc << 1 | u32::from(c != '-'));
+        if octal != Some(bits) {
+            problems.push(format!("{}: manifest line {line:?}", want.path));
+        }
+    }
+    ensure(problems.is_empty(), || format!("{problems:?}\n{out}"))
 }
 
 fn originals_dir_is_root_0700(c: &Container) -> Result<(), String> {
@@ -349,6 +408,10 @@ fn hardening_matrix_case(test: &str, image: &str, tool_names: &[&str], hardener_
     report.check(
         "originals keep their bytes, mode and owner",
         originals_keep_bytes_mode_and_owner(&c, &tools, &base_prints),
+    );
+    report.check(
+        "the manifest records the mode of binaries made execute-only",
+        manifest_records_the_mode_of_binaries_made_execute_only(&c, &base_prints),
     );
     report.check(
         "the originals directory is root:root 0700",

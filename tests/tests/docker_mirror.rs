@@ -439,13 +439,15 @@ fn agent_cannot_run_an_original(c: &Container) -> Result<(), String> {
             "--gid",
             "1000",
             "--",
-            "/bin/head",
+            "head",
             "head",
             "/etc/hostname",
         ],
     )?;
     ensure(
-        helper.status == Some(126) && helper.stdout.is_empty(),
+        helper.status == Some(126)
+            && helper.stdout.is_empty()
+            && helper.stderr_text().contains("Permission denied"),
         || format!("exec-helper started by the agent: {helper:?}"),
     )
 }

@@ -88,11 +88,24 @@ pub struct WardenConfig {
     /// Trust `X-Forwarded-Proto` from a reverse proxy in front of the API
     /// (`--trust-proxy`, `trust_proxy:`): dashboard cookies then get `Secure` behind TLS.
     pub trust_proxy: bool,
+    /// User every locally executed command runs as (`--run-as`, `run_as:`), unless its
+    /// rule names one; unset: the caller, when the warden can switch to it.
+    pub run_as: Option<String>,
+    /// Locally executed commands may run as the warden's own uid
+    /// (`--allow-run-as-warden`, `allow_run_as_warden:`).
+    pub allow_run_as_warden: bool,
+    /// `PATH` of locally executed commands and where they are looked up
+    /// (`--command-path`, `command_path:`).
+    pub command_path: String,
     /// Caps on connections, pending asks and bytes kept per request (`max_*`).
     pub caps: CapsConfig,
     /// Where every audit line is also sent (`audit_syslog:`, `--audit-syslog`).
     pub audit_syslog: Option<SyslogConfig>,
 }
+
+/// `command_path` when the config does not set one.
+pub const DEFAULT_COMMAND_PATH: &str =
+    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// A config (or policy) that cannot be used.
 #[derive(Debug)]
@@ -148,6 +161,10 @@ struct FileConfig {
     metrics_token_file: Option<PathBuf>,
     #[serde(default)]
     trust_proxy: bool,
+    run_as: Option<String>,
+    #[serde(default)]
+    allow_run_as_warden: bool,
+    command_path: Option<String>,
     max_connections: Option<usize>,
     max_connections_per_prisoner: Option<usize>,
     max_pending_per_prisoner: Option<usize>,
@@ -353,6 +370,12 @@ pub fn from_flags(args: &RunArgs) -> Result<WardenConfig, ConfigError> {
             .as_deref()
             .map(|p| absolute(p, None)),
         trust_proxy: args.trust_proxy,
+        run_as: args.run_as.clone(),
+        allow_run_as_warden: args.allow_run_as_warden,
+        command_path: args
+            .command_path
+            .clone()
+            .unwrap_or_else(|| DEFAULT_COMMAND_PATH.to_owned()),
         caps: caps_from(
             args.max_connections,
             args.max_connections_per_prisoner,
@@ -458,6 +481,11 @@ pub fn parse_file(path: &Path, src: &str) -> Result<WardenConfig, ConfigError> {
         listen: raw.listen,
         metrics_token_file: raw.metrics_token_file.map(|p| absolute(&p, base)),
         trust_proxy: raw.trust_proxy,
+        run_as: raw.run_as,
+        allow_run_as_warden: raw.allow_run_as_warden,
+        command_path: raw
+            .command_path
+            .unwrap_or_else(|| DEFAULT_COMMAND_PATH.to_owned()),
         caps: caps_from(
             raw.max_connections,
             raw.max_connections_per_prisoner,
@@ -472,6 +500,19 @@ pub fn parse_file(path: &Path, src: &str) -> Result<WardenConfig, ConfigError> {
     };
     validate(&config, &origin)?;
     Ok(config)
+}
+
+/// A `command_path`: one or more absolute directories separated by `:`.
+fn check_command_path(path: &str) -> Result<(), String> {
+    if path.is_empty() {
+        return Err("command_path is empty; list absolute directories like /usr/bin:/bin".into());
+    }
+    match path.split(':').find(|dir| !dir.starts_with('/')) {
+        Some(dir) => Err(format!(
+            "command_path entry {dir:?} is not an absolute directory; commands must never be looked up relative to a working directory"
+        )),
+        None => Ok(()),
+    }
 }
 
 /// serde_yaml appends " at line L column C"; the position is printed in front instead.
@@ -684,6 +725,20 @@ fn validate(c: &WardenConfig, origin: &Origin<'_>) -> Result<(), ConfigError> {
         if let Some(message) = problem {
             return Err(origin.error("exec_helper", "--exec-helper", &helper, 0, message));
         }
+    }
+    if let Some(user) = &c.run_as {
+        if let Err(message) = crate::identity::check_user_name(user) {
+            return Err(origin.error("run_as", "--run-as", user, 0, message));
+        }
+    }
+    if let Err(message) = check_command_path(&c.command_path) {
+        return Err(origin.error(
+            "command_path",
+            "--command-path",
+            &c.command_path,
+            0,
+            message,
+        ));
     }
     if let Ok(m) = std::fs::metadata(&c.state_dir) {
         if !m.is_dir() {

@@ -23,8 +23,10 @@ pub mod env;
 pub mod exec_registry;
 pub mod executor;
 pub mod frames;
+pub mod identity;
 pub mod ids;
 pub mod kept;
+pub mod leftovers;
 pub mod lineage;
 pub mod listener;
 pub mod logging;
@@ -32,6 +34,7 @@ pub mod metrics;
 pub mod policy_store;
 pub mod server;
 pub mod session;
+pub mod state_dir;
 pub mod store;
 #[allow(unsafe_code)]
 pub mod sys;

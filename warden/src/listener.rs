@@ -200,6 +200,10 @@ impl PrisonerListener {
                     uid: c.uid(),
                     gid: c.gid(),
                     pid: c.pid(),
+                    // Kernels without SO_PEERGROUPS: the primary group only (fewer
+                    // rights, never more).
+                    groups: crate::sys::peer_groups(std::os::fd::AsFd::as_fd(&stream))
+                        .unwrap_or_else(|_| vec![c.gid()]),
                 },
                 Err(e) => {
                     tracing::warn!(prisoner = %self.prisoner, error = %e, "cannot read peer credentials; closing connection");

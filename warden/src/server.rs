@@ -23,6 +23,7 @@ use crate::listener::{self, BindError, PrisonerListener};
 use crate::logging::LogLimiter;
 use crate::policy_store::{self, PolicyStore};
 use crate::session::{SessionLimits, SessionShared};
+use crate::state_dir::{StateDirError, StateDirLock};
 use crate::store::Store;
 
 /// Protocol-error warnings let through per prisoner socket per minute.
@@ -67,6 +68,8 @@ pub struct Warden {
     api: Option<std::net::TcpListener>,
     /// Believe a reverse proxy's `X-Forwarded-Proto` (dashboard cookies get `Secure`).
     trust_proxy: bool,
+    /// The state directory's lock, held for the warden's whole life.
+    _state_lock: StateDirLock,
     caps: Arc<Caps>,
     /// The off-host audit sink's queue, spawned when serving.
     forward: Option<audit_forward::Drain>,
@@ -97,6 +100,21 @@ impl Warden {
         policy: Policy,
         executors: ExecutorRegistry,
         clock: Arc<dyn Clock>,
+    ) -> Result<Warden, SetupError> {
+        // Before anything reads or changes the state: a second warden on the same
+        // directory would mark the first one's running requests abandoned.
+        let state_lock = lock_state_dir(&config.state_dir)?;
+        Warden::with_state_lock(config, policy, executors, clock, state_lock)
+    }
+
+    /// Like [`Warden::with_clock`], with the state directory's lock already held (the
+    /// binary takes it before it sets up executors, which keep state of their own there).
+    pub fn with_state_lock(
+        config: &WardenConfig,
+        policy: Policy,
+        executors: ExecutorRegistry,
+        clock: Arc<dyn Clock>,
+        state_lock: StateDirLock,
     ) -> Result<Warden, SetupError> {
         let store = Store::open(&config.state_dir).map_err(io::Error::other)?;
         let key = load_audit_key(&config.state_dir)?;
@@ -160,6 +178,7 @@ impl Warden {
             control,
             api: None,
             trust_proxy: config.trust_proxy,
+            _state_lock: state_lock,
             caps: Caps::new(caps),
             forward,
         })
@@ -228,6 +247,15 @@ impl Warden {
             file_watcher,
         })
     }
+}
+
+/// Takes the exclusive lock of a state directory; a busy one is `AddrInUse` and says
+/// which warden holds it.
+pub fn lock_state_dir(dir: &std::path::Path) -> io::Result<StateDirLock> {
+    StateDirLock::acquire(dir).map_err(|e| match e {
+        StateDirError::Busy { .. } => io::Error::new(io::ErrorKind::AddrInUse, e.to_string()),
+        StateDirError::Io { .. } => io::Error::other(e.to_string()),
+    })
 }
 
 /// A warden whose sockets exist; [`BoundWarden::serve`] runs it.
@@ -307,6 +335,10 @@ impl BoundWarden {
                     .with("approvals", abandoned.approvals),
             );
         }
+        let reaper = tokio::spawn(crate::leftovers::reap_abandoned(
+            warden.control.clone(),
+            warden.executors.clone(),
+        ));
         let policy_watch = warden.control.spawn_policy_watch();
 
         let mut background = Vec::new();
@@ -323,6 +355,7 @@ impl BoundWarden {
             tracing::info!(prisoner = %l.prisoner, socket = %l.path.display(), "listening");
             let shared = Arc::new(SessionShared {
                 prisoner: l.prisoner.clone(),
+                socket: l.path.clone(),
                 policy: warden.policy.clone(),
                 audit: warden.audit.clone(),
                 executors: warden.executors.clone(),
@@ -404,6 +437,11 @@ impl BoundWarden {
             }
         }
         policy_watch.abort();
+        // Leftovers still being looked for finish before the audit closes (bounded: the
+        // executors' own calls time out).
+        if tokio::time::timeout(SHUTDOWN_WAIT, reaper).await.is_err() {
+            tracing::warn!("killing abandoned requests' leftovers did not finish in time");
+        }
         warden.control.observe_reloads();
         if let Some(w) = file_watcher {
             let _ = tokio::task::spawn_blocking(move || w.stop()).await;

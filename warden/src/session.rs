@@ -52,12 +52,14 @@ const CHANNEL: usize = 16;
 /// How often a reader blocked on a full input channel checks whether the shim hung up.
 const HANGUP_CHECK: Duration = Duration::from_millis(100);
 
-/// Caller identity from `SO_PEERCRED`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Caller identity from `SO_PEERCRED` (and its groups from `SO_PEERGROUPS`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peer {
     pub uid: u32,
     pub gid: u32,
     pub pid: Option<i32>,
+    /// Supplementary groups.
+    pub groups: Vec<u32>,
 }
 
 /// Time limits of a session.
@@ -81,6 +83,9 @@ impl Default for SessionLimits {
 /// What every session of one prisoner socket shares.
 pub struct SessionShared {
     pub prisoner: String,
+    /// The socket this prisoner's calls come in on (nested calls of warden-side commands
+    /// come back through it: their `CLAWRDEN_SOCKET`).
+    pub socket: std::path::PathBuf,
     pub policy: Arc<PolicyStore>,
     pub audit: Audit,
     pub executors: ExecutorRegistry,
@@ -911,7 +916,16 @@ impl CallSession<'_> {
         }
         let mut registration = control.register_running(&request_id, &shared.prisoner);
         let mut control_cancel_seen = false;
-        let mut env = crate::env::scrub(&request.env, &verdict.env, &request_id);
+        let mut env = if executor_name == "mirror" {
+            crate::env::for_mirror(&request.env, &verdict.env, &request_id)
+        } else {
+            crate::env::for_warden_side(
+                &request.env,
+                &verdict.env,
+                &request_id,
+                std::os::unix::ffi::OsStrExt::as_bytes(shared.socket.as_os_str()),
+            )
+        };
         // The secret that lets this command's nested calls prove where they come from.
         let link =
             shared
@@ -930,6 +944,8 @@ impl CallSession<'_> {
             grace: shared.limits.grace,
             uid: peer.uid,
             gid: peer.gid,
+            groups: peer.groups.clone(),
+            run_as: verdict.run_as.clone(),
             fds,
         };
         let (in_tx, in_rx) = mpsc::channel(CHANNEL);
@@ -1125,12 +1141,14 @@ fn audit_start(
     executor: &str,
     started: &crate::executor::Started,
 ) -> Result<u64, crate::audit::AuditError> {
-    audit.record(
-        &event_for(EventKind::Start, request_id)
-            .with("executor", executor)
-            .with("pid", started.pid)
-            .with_bytes("program", &started.program),
-    )
+    let mut event = event_for(EventKind::Start, request_id)
+        .with("executor", executor)
+        .with("pid", started.pid)
+        .with_bytes("program", &started.program);
+    if let Some((uid, gid)) = started.run_as {
+        event = event.with("run_uid", uid).with("run_gid", gid);
+    }
+    audit.record(&event)
 }
 
 /// The audit event and the final frame for an outcome.

@@ -1235,6 +1235,7 @@ impl Executor for InstantExecutor {
             let _ = io.started.send(Started {
                 pid: std::process::id(),
                 program: req.argv[0].clone(),
+                run_as: None,
             });
             Outcome::Exited(0)
         })
@@ -1272,6 +1273,9 @@ async fn start_warden() -> WardenWithApi {
         listen: None,
         metrics_token_file: None,
         trust_proxy: false,
+        run_as: None,
+        allow_run_as_warden: false,
+        command_path: clawrden_warden::config::DEFAULT_COMMAND_PATH.to_owned(),
         caps: Default::default(),
         audit_syslog: None,
     };

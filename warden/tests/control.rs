@@ -64,6 +64,9 @@ impl Harness {
             listen: None,
             metrics_token_file: None,
             trust_proxy: false,
+            run_as: None,
+            allow_run_as_warden: false,
+            command_path: clawrden_warden::config::DEFAULT_COMMAND_PATH.to_owned(),
             caps: Default::default(),
             audit_syslog: None,
         };

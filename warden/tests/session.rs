@@ -388,8 +388,12 @@ async fn command_env_is_scrubbed_and_values_stay_out_of_the_audit() {
         .push((b"CLAWRDEN_PARENT_TOKEN".to_vec(), b"forged".to_vec()));
     c.send(&Message::Request(r)).await;
     let d = decision(&mut c).await;
+    // Warden-side: only the harmless names and the rule's env.pass (GIT_*) pass from the
+    // caller (not its PATH); the socket it called on and the request id are set by the
+    // warden; the executor adds PATH and HOME for the run-as identity.
     let expected = format!(
-        "PATH=/usr/bin:/bin\nGIT_AUTHOR_NAME=Agent\nLC_ALL=C\nCLAWRDEN_PARENT_REQUEST={}\nCLAWRDEN_PARENT_TOKEN=",
+        "GIT_AUTHOR_NAME=Agent\nLC_ALL=C\nCLAWRDEN_SOCKET={}\nCLAWRDEN_PARENT_REQUEST={}\nCLAWRDEN_PARENT_TOKEN=",
+        w.socket.display(),
         d.request_id
     );
     let Some(Message::Stdout(out)) = c.recv().await else {

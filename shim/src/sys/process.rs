@@ -5,7 +5,7 @@
 //! async-signal-safe code: no allocation, no locks, just syscalls on prepared buffers.
 
 use std::ffi::{CString, OsStr};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::ptr;
 
@@ -16,6 +16,8 @@ use nix::unistd::Pid;
 
 /// Highest signal number whose disposition the child resets (covers the real-time range).
 const MAX_SIGNAL: libc::c_int = 64;
+/// `close_range` flag: mark close-on-exec instead of closing (Linux 5.11+).
+const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
 
 /// The identity the child switches to between `fork()` and `exec`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +60,13 @@ pub struct ExecImage {
     exec_error_prefix: Vec<u8>,
     /// `clawrden: cannot change directory to DIR: `
     chdir_error_prefix: Vec<u8>,
+    /// Descriptors above 2 the command keeps; every other one is closed on exec.
+    keep_fds: Vec<RawFd>,
+    /// Descriptors above 2 open when the image was prepared and not kept: marked
+    /// close-on-exec one by one where `close_range` cannot do it.
+    close_fallback: Vec<RawFd>,
+    /// `<cgroup>/cgroup.procs` the child writes itself into, and the error prefix.
+    cgroup_procs: Option<(CString, Vec<u8>)>,
 }
 
 /// A string that cannot be passed to `exec` because it holds a NUL byte.
@@ -117,7 +126,34 @@ impl ExecImage {
             envp_ptrs,
             exec_error_prefix,
             chdir_error_prefix,
+            keep_fds: Vec::new(),
+            close_fallback: Vec::new(),
+            cgroup_procs: None,
         })
+    }
+
+    /// Leaves only 0, 1, 2 and `keep` open for the command: every other descriptor is
+    /// marked close-on-exec in the child, whoever opened it (descriptors a parent passed
+    /// without meaning to must not reach the command).
+    pub fn keep_only_fds(&mut self, keep: &[RawFd]) -> std::io::Result<()> {
+        self.keep_fds = keep.to_vec();
+        self.close_fallback = std::fs::read_dir("/proc/self/fd")?
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<RawFd>().ok())
+            .filter(|fd| *fd > 2 && !keep.contains(fd))
+            .collect();
+        Ok(())
+    }
+
+    /// Makes the child join the cgroup v2 directory `dir` (while still privileged).
+    pub fn join_cgroup(&mut self, dir: &std::path::Path) -> Result<(), NulByte> {
+        let procs = dir.join("cgroup.procs");
+        let path = c_string("cgroup", procs.as_os_str())?;
+        let mut prefix = b"clawrden: cannot join the cgroup ".to_vec();
+        prefix.extend_from_slice(dir.as_os_str().as_bytes());
+        prefix.extend_from_slice(b": ");
+        self.cgroup_procs = Some((path, prefix));
+        Ok(())
     }
 }
 
@@ -184,6 +220,11 @@ fn child_exec(image: &mut ExecImage) -> ! {
         // SIGSTOP, libc-reserved ones) just fail with EINVAL, which is fine.
         unsafe { libc::signal(sig, libc::SIG_DFL) };
     }
+    child_close_other_fds(&image.keep_fds, &image.close_fallback);
+    // Before the drop: joining a cgroup needs the helper's (root) rights.
+    if let Some((procs, prefix)) = &image.cgroup_procs {
+        child_join_cgroup(procs, prefix);
+    }
     if let Some(credentials) = &mut image.credentials {
         child_drop_privileges(credentials);
     }
@@ -230,6 +271,46 @@ fn child_exec(image: &mut ExecImage) -> ! {
         126
     };
     child_fail(&image.exec_error_prefix, status)
+}
+
+/// Marks every descriptor above 2 close-on-exec, then clears the flag on `keep`.
+/// Async-signal-safe.
+fn child_close_other_fds(keep: &[RawFd], fallback: &[RawFd]) {
+    // SAFETY: close_range takes integers only; with CLOSE_RANGE_CLOEXEC it closes nothing.
+    let marked = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3 as libc::c_uint,
+            libc::c_uint::MAX,
+            CLOSE_RANGE_CLOEXEC,
+        )
+    } == 0;
+    if !marked {
+        for &fd in fallback {
+            // SAFETY: fcntl on an integer descriptor; a closed one fails with EBADF.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        }
+    }
+    for &fd in keep {
+        // SAFETY: as above.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
+    }
+}
+
+/// Writes "0" (this process) to `procs`; exits 126 if that fails. Async-signal-safe.
+fn child_join_cgroup(procs: &CString, prefix: &[u8]) {
+    // SAFETY: a valid NUL-terminated path owned by the image.
+    let fd = unsafe { libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+    if fd == -1 {
+        child_fail(prefix, 126);
+    }
+    // SAFETY: writing one byte from a static buffer to the descriptor just opened.
+    let written = unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) };
+    if written != 1 {
+        child_fail(prefix, 126);
+    }
+    // SAFETY: closing the descriptor opened above.
+    unsafe { libc::close(fd) };
 }
 
 /// setgroups, setresgid, setresuid, then checks that every id (real, effective, saved) and

@@ -189,6 +189,8 @@ pub struct ControlPlane {
     metrics_token: Mutex<Option<String>>,
     sockets_ready: std::sync::atomic::AtomicBool,
     abandoned: store::Abandoned,
+    /// Requests the previous warden left `running` (id, prisoner, executor).
+    abandoned_running: Vec<(String, String, Option<String>)>,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -224,6 +226,7 @@ impl ControlPlane {
     pub fn start(opts: ControlOptions) -> Result<Arc<ControlPlane>, ControlError> {
         let now = Timestamp::from_system_time(opts.clock.now());
         let store = opts.store;
+        let abandoned_running = store.running_requests().map_err(ControlError::store)?;
         let abandoned = store
             .mark_abandoned_on_startup(now)
             .map_err(ControlError::store)?;
@@ -307,6 +310,7 @@ impl ControlPlane {
             metrics_token: Mutex::new(opts.metrics_token),
             sockets_ready: std::sync::atomic::AtomicBool::new(false),
             abandoned,
+            abandoned_running,
         }))
     }
 
@@ -341,6 +345,12 @@ impl ControlPlane {
     /// What startup marked abandoned.
     pub fn abandoned_at_start(&self) -> store::Abandoned {
         self.abandoned
+    }
+
+    /// The requests the previous warden left running, as (id, prisoner, executor): their
+    /// processes may outlive it, and start-up kills them.
+    pub fn abandoned_running(&self) -> &[(String, String, Option<String>)] {
+        &self.abandoned_running
     }
 
     /// Sets (or removes) the container runtime for prisoner actions.

@@ -3,14 +3,20 @@
 //!
 //! ```text
 //! /usr/lib/clawrden/bin/clawrden-shim exec-helper --original-root /usr/lib/clawrden/originals
-//!     --uid U --gid G --grace-ms N --request-id ID --env-keep NAMES --no-parent-death
-//!     [--tty] [--hex]
-//!     --cwd CWD -- TOOL_PATH ARGV...
+//!     --uid U --gid G --grace-ms N --request-id ID --env-block N --time-limit-ms N
+//!     --no-parent-death [--tty] [--hex]
+//!     --cwd CWD -- NAME ARGV...
 //! ```
 //!
-//! The exec runs as root (only root can reach an original); the helper opens the original
-//! as root, drops to the caller's uid, gid and groups, and runs it in the caller's cwd with
-//! the scrubbed environment. Its stdin/stdout/stderr are the exec's attach stream
+//! NAME is the basename of `argv[0]`, the name the policy decided on: the helper runs the
+//! original of that name, found by its fixed search order (docs/docker.md, "Which original
+//! runs"). The request's `tool_path` is never used to choose what runs. The exec runs as
+//! root (only root can reach an original); the helper opens the original as root, drops to
+//! the caller's uid, gid and groups, and runs it in the caller's cwd with the caller's
+//! environment ([`crate::env::for_mirror`]), which reaches the helper as an opaque block
+//! (`CLAWRDEN_EXEC_ENV_*`), never as its own variables. `--time-limit-ms` makes the helper
+//! kill the tree itself if this warden dies before the limit. Its stdin/stdout/stderr are
+//! the exec's attach stream
 //! (demultiplexed without a TTY; with one, the raw terminal stream, passed on as stdout
 //! verbatim: see [`DockerClient::exec`]). Both are byte-exact.
 //!
@@ -33,9 +39,13 @@ use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, watch};
 
-use super::{ExecIo, ExecRequest, Executor, Outcome, RunFuture, Started, StreamIn, StreamOut};
+use super::{
+    AbandonedRequest, ExecIo, ExecRequest, Executor, Leftovers, Outcome, ReapFuture, RunFuture,
+    Started, StreamIn, StreamOut,
+};
 use crate::docker::{AttachedExec, DockerClient, ExecSpec};
 use crate::executor::{REASON_CANCELLED_BY_WARDEN, REASON_SHIM_DISCONNECTED};
+use clawrden_protocol::exec_env;
 
 /// The shim inside a hardened prisoner (install-clawrden.sh puts it there).
 pub const SHIM_IN_PRISONER: &str = "/usr/lib/clawrden/bin/clawrden-shim";
@@ -45,6 +55,9 @@ pub const ORIGINALS_IN_PRISONER: &str = "/usr/lib/clawrden/originals";
 const HELPER_KILL_SLACK: Duration = Duration::from_secs(3);
 /// How long to wait for the exec to end after the last-resort SIGKILL.
 const AFTER_HARD_KILL: Duration = Duration::from_secs(3);
+/// Beyond the command's own limit, when the exec-helper kills the tree by itself (the
+/// warden normally does it at the limit; this is for a warden that died meanwhile).
+const HELPER_TIME_LIMIT_SLACK: Duration = Duration::from_secs(5);
 /// Stdin chunks queued for the writer before the executor stops taking more input.
 const STDIN_QUEUE: usize = 8;
 /// Signals the shim may forward to the command (the helper forwards them to its group).
@@ -84,32 +97,20 @@ impl MirrorExecutor {
 
     /// The `docker exec` that runs `req` under the exec-helper.
     pub fn exec_spec(&self, req: &ExecRequest) -> Result<ExecSpec, String> {
-        if req.argv.is_empty() {
-            return Err("the command line is empty".into());
-        }
-        if req.tool_path.is_empty() {
-            return Err("the shim sent no tool path (the tool was not found in its PATH)".into());
-        }
-        let mut env = Vec::with_capacity(req.env.len());
-        let mut keep = Vec::with_capacity(req.env.len());
-        for (k, v) in &req.env {
-            match (std::str::from_utf8(k), std::str::from_utf8(v)) {
-                (Ok(k), Ok(v))
-                    if !k.is_empty() && !k.contains(['=', ',', '\0']) && !v.contains('\0') =>
-                {
-                    env.push(format!("{k}={v}"));
-                    keep.push(k.to_owned());
-                }
-                _ => tracing::warn!(
-                    request_id = %req.request_id,
-                    variable = %String::from_utf8_lossy(k),
-                    "environment variable not passed: the Docker API carries only UTF-8 names and values without ',' in the name"
-                ),
-            }
-        }
-        let words = std::iter::once(&req.tool_path)
-            .chain(std::iter::once(&req.cwd))
-            .chain(req.argv.iter());
+        let name = command_name(req)?;
+        let entries: Vec<Vec<u8>> = req
+            .env
+            .iter()
+            .filter(|(k, v)| {
+                !k.is_empty() && !k.contains(&b'=') && !k.contains(&0) && !v.contains(&0)
+            })
+            .map(|(k, v)| [k.as_slice(), b"=", v.as_slice()].concat())
+            .collect();
+        let env: Vec<String> = exec_env::encode(entries.iter().map(Vec::as_slice))
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let words = std::iter::once(&req.cwd).chain(req.argv.iter());
         let hex = words.clone().any(|w| std::str::from_utf8(w).is_err());
         let word = |w: &[u8]| -> Result<String, String> {
             if w.contains(&0) {
@@ -134,8 +135,12 @@ impl MirrorExecutor {
             req.grace.as_millis().to_string(),
             "--request-id".into(),
             req.request_id.clone(),
-            "--env-keep".into(),
-            keep.join(","),
+            "--env-block".into(),
+            env.len().to_string(),
+            "--time-limit-ms".into(),
+            (req.timeout + req.grace + HELPER_TIME_LIMIT_SLACK)
+                .as_millis()
+                .to_string(),
             "--no-parent-death".into(),
         ];
         if req.tty.is_some() {
@@ -147,7 +152,7 @@ impl MirrorExecutor {
         cmd.push("--cwd".into());
         cmd.push(word(&req.cwd)?);
         cmd.push("--".into());
-        cmd.push(word(&req.tool_path)?);
+        cmd.push(word(name)?);
         for a in &req.argv {
             cmd.push(word(a)?);
         }
@@ -240,9 +245,12 @@ impl MirrorExecutor {
                 0
             }
         };
-        let mut program = self.originals.as_bytes().to_vec();
-        program.extend_from_slice(&req.tool_path);
-        let _ = started.send(Started { pid, program });
+        let program = command_name(&req).map(<[u8]>::to_vec).unwrap_or_default();
+        let _ = started.send(Started {
+            pid,
+            program,
+            run_as: Some((req.uid, req.gid)),
+        });
 
         let mut pump = tokio::spawn(pump_output(stream, output));
         let (stdin_tx, stdin_rx) = mpsc::channel::<StdinOp>(STDIN_QUEUE);
@@ -369,6 +377,86 @@ impl Executor for MirrorExecutor {
 
     fn run(&self, req: ExecRequest, io: ExecIo) -> RunFuture<'_> {
         Box::pin(self.run_request(req, io))
+    }
+
+    fn reap_abandoned<'a>(&'a self, requests: &'a [AbandonedRequest]) -> ReapFuture<'a> {
+        Box::pin(async move {
+            let mut report = Vec::with_capacity(requests.len());
+            for r in requests {
+                let outcome = match self.containers.get(&r.prisoner) {
+                    None => Leftovers::Failed(format!(
+                        "prisoner {} has no container in the warden config",
+                        r.prisoner
+                    )),
+                    Some(target) => match self.docker.resolve_container(target).await {
+                        Ok(container) => {
+                            kill_leftovers(&self.docker, &container, &self.shim, &r.id).await
+                        }
+                        Err(e) => Leftovers::Failed(format!(
+                            "cannot find the container of prisoner {}: {e}",
+                            r.prisoner
+                        )),
+                    },
+                };
+                report.push((r.id.clone(), outcome));
+            }
+            report
+        })
+    }
+}
+
+/// SIGKILLs the tree of the exec-helper of `request_id` in `container` (`--kill
+/// --signal KILL`, which only believes root helpers).
+async fn kill_leftovers(
+    docker: &DockerClient,
+    container: &str,
+    shim: &str,
+    request_id: &str,
+) -> Leftovers {
+    let spec = ExecSpec {
+        cmd: vec![
+            shim.to_owned(),
+            "exec-helper".into(),
+            "--kill".into(),
+            "--request-id".into(),
+            request_id.to_owned(),
+            "--signal".into(),
+            "KILL".into(),
+        ],
+        user: "0:0".into(),
+        ..ExecSpec::default()
+    };
+    match docker.exec_output(container, &spec).await {
+        Ok(out) if out.exit_code == Some(0) => Leftovers::Killed,
+        Ok(out) if out.exit_code == Some(3) => Leftovers::NoneLeft,
+        Ok(out) => Leftovers::Failed(format!(
+            "exec-helper --kill in {container} exited {:?}: {}",
+            out.exit_code,
+            String::from_utf8_lossy(&out.stderr).trim_end()
+        )),
+        Err(e) => Leftovers::Failed(format!("cannot exec into {container}: {e}")),
+    }
+}
+
+/// The name the command runs by: the basename of `argv[0]` (what the policy matched),
+/// which must be a plain command name.
+fn command_name(req: &ExecRequest) -> Result<&[u8], String> {
+    let argv0 = req.argv.first().ok_or("the command line is empty")?;
+    let name = match argv0.iter().rposition(|&b| b == b'/') {
+        Some(slash) => &argv0[slash + 1..],
+        None => argv0.as_slice(),
+    };
+    let plain = !name.is_empty()
+        && name != b"."
+        && name != b".."
+        && !name.iter().any(|&b| b < 0x20 || b == 0x7f);
+    if plain {
+        Ok(name)
+    } else {
+        Err(format!(
+            "argv[0] {:?} does not end in a command name",
+            String::from_utf8_lossy(argv0)
+        ))
     }
 }
 
@@ -517,12 +605,12 @@ mod tests {
             request_id: "01JTEST".into(),
             prisoner: "agent-1".into(),
             argv: argv.iter().map(|a| a.to_vec()).collect(),
-            tool_path: b"/usr/bin/cat".to_vec(),
+            tool_path: b"/usr/bin/rm".to_vec(),
             cwd: cwd.to_vec(),
             env: vec![
                 (b"PATH".to_vec(), b"/usr/bin:/bin".to_vec()),
                 (b"CLAWRDEN_PARENT_REQUEST".to_vec(), b"01JTEST".to_vec()),
-                (b"BAD".to_vec(), b"\xff".to_vec()),
+                (b"BIN".to_vec(), b"\xff".to_vec()),
             ],
             tty: None,
             stdin_open: true,
@@ -530,6 +618,8 @@ mod tests {
             grace: Duration::from_millis(500),
             uid: 1000,
             gid: 1000,
+            groups: vec![1000],
+            run_as: None,
             fds: None,
         }
     }
@@ -542,10 +632,18 @@ mod tests {
     }
 
     #[test]
-    fn exec_spec_runs_the_helper_as_root_with_the_callers_identity() {
+    fn exec_spec_runs_the_original_of_argv0s_name_as_the_caller_never_the_tool_path() {
         let spec = executor()
-            .exec_spec(&request(&[b"cat", b"/etc/hostname"], b"/workspace"))
+            .exec_spec(&request(
+                &[b"/usr/bin/cat", b"/etc/hostname"],
+                b"/workspace",
+            ))
             .unwrap();
+        let env = exec_env::encode([
+            &b"PATH=/usr/bin:/bin"[..],
+            b"CLAWRDEN_PARENT_REQUEST=01JTEST",
+            b"BIN=\xff",
+        ]);
         assert_eq!(
             spec.cmd,
             [
@@ -561,22 +659,23 @@ mod tests {
                 "500",
                 "--request-id",
                 "01JTEST",
-                "--env-keep",
-                "PATH,CLAWRDEN_PARENT_REQUEST",
+                "--env-block",
+                "1",
+                "--time-limit-ms",
+                "35500",
                 "--no-parent-death",
                 "--cwd",
                 "/workspace",
                 "--",
-                "/usr/bin/cat",
                 "cat",
+                "/usr/bin/cat",
                 "/etc/hostname"
             ]
         );
+        assert!(!spec.cmd.iter().any(|w| w.contains("/usr/bin/rm")));
         assert_eq!(spec.user, "0:0");
-        assert_eq!(
-            spec.env,
-            ["PATH=/usr/bin:/bin", "CLAWRDEN_PARENT_REQUEST=01JTEST"]
-        );
+        // The environment (non-UTF-8 included) is one opaque block, not the helper's own.
+        assert_eq!(spec.env, [format!("{}={}", env[0].0, env[0].1)]);
         assert!(spec.stdin);
         assert!(!spec.tty);
     }
@@ -589,16 +688,19 @@ mod tests {
         let dashes = spec.cmd.iter().position(|w| w == "--").unwrap();
         assert!(spec.cmd.contains(&"--hex".to_owned()));
         assert_eq!(spec.cmd[dashes - 1], "2f77");
-        assert_eq!(
-            spec.cmd[dashes + 1..],
-            ["2f7573722f62696e2f636174", "636174", "ff78"]
-        );
+        assert_eq!(spec.cmd[dashes + 1..], ["636174", "636174", "ff78"]);
     }
 
     #[test]
-    fn exec_spec_refuses_an_empty_tool_path() {
+    fn exec_spec_refuses_an_argv0_that_names_no_command() {
+        for argv0 in [&b""[..], b"/usr/bin/rm/", b"/usr/bin/.", b"..", b"a\nb"] {
+            assert!(
+                executor().exec_spec(&request(&[argv0], b"/")).is_err(),
+                "{argv0:?}"
+            );
+        }
         let mut req = request(&[b"cat"], b"/");
-        req.tool_path.clear();
+        req.argv.clear();
         assert!(executor().exec_spec(&req).is_err());
     }
 }

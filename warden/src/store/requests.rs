@@ -486,6 +486,19 @@ impl Store {
         Ok(())
     }
 
+    /// The requests in state `running`, as (id, prisoner, executor): at start-up, before
+    /// [`Store::mark_abandoned_on_startup`], these are what a previous warden left running.
+    pub fn running_requests(&self) -> Result<Vec<(String, String, Option<String>)>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT id, prisoner, executor FROM requests WHERE state = 'running' ORDER BY created_at, id",
+        )?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
     /// Run once at startup, before accepting calls: every request that was `pending` or
     /// `running` when the previous warden died becomes `abandoned` (its shim already
     /// gave up), and every `pending` approval becomes `cancelled` (nobody waits on it).
