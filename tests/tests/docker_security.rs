@@ -416,8 +416,14 @@ fn the_callers_environment_reaches_the_command_never_the_root_helper() {
         );
         assert_eq!(
             tail_env,
-            ["CLAWRDEN_PARENT_REQUEST", "CLAWRDEN_SOCKET", "PROBE_VAR"],
-            "{test}: the command's environment"
+            [
+                "CLAWRDEN_PARENT_REQUEST",
+                "CLAWRDEN_PARENT_TOKEN",
+                "CLAWRDEN_SOCKET",
+                "PROBE_VAR"
+            ],
+            "{test}: the command's environment (the warden adds the parent link and its \
+             secret for nested calls)"
         );
     });
 }
