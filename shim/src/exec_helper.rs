@@ -51,6 +51,7 @@ use nix::unistd::{getpid, getppid, Gid, Pid, Uid};
 
 use crate::sys::process::{self as sys_process, ChildCredentials, ExecImage};
 
+mod framed;
 mod kill;
 mod original;
 
@@ -72,9 +73,12 @@ pub fn main(args: Vec<OsString>) -> ! {
         Err(e) => fail(&format!(
             "{e}\nusage: clawrden-shim exec-helper [--tty] [--grace-ms N] [--cwd DIR] \
              [--uid U --gid G [--groups G1,G2,...]] [--original-root DIR] [--request-id ID] \
-             [--env-keep NAMES] [--hex] -- PROGRAM ARGV0 [ARGS...]"
+             [--env-keep NAMES] [--hex] [--no-parent-death] [--framed] -- PROGRAM ARGV0 [ARGS...]"
         )),
     };
+    if options.framed {
+        std::process::exit(framed::main(&options));
+    }
     match supervise(&options) {
         Ok(End::Killed) => std::process::exit(0),
         Ok(End::Mirror(status)) => mirror(status),
@@ -131,6 +135,8 @@ struct Options {
     request_id: Option<String>,
     /// Do not arm the parent-death signal.
     no_parent_death: bool,
+    /// Stdio is the executor channel (see [`framed`]), not the command's.
+    framed: bool,
     /// Only these variables reach the command (all of the helper's when `None`).
     env_keep: Option<Vec<OsString>>,
     program: OsString,
@@ -146,6 +152,7 @@ impl Options {
         let (mut uid, mut gid, mut groups) = (None, None, None);
         let (mut original_root, mut request_id, mut env_keep, mut hex) = (None, None, None, false);
         let mut no_parent_death = false;
+        let mut framed = false;
         let mut it = args.into_iter();
         loop {
             let Some(arg) = it.next() else {
@@ -198,6 +205,7 @@ impl Options {
                 }
                 "--hex" => hex = true,
                 "--no-parent-death" => no_parent_death = true,
+                "--framed" => framed = true,
                 other => return Err(format!("unknown option {other:?}")),
             }
         }
@@ -211,6 +219,9 @@ impl Options {
             }),
             _ => return Err("--uid and --gid go together (and --groups needs both)".into()),
         };
+        if framed && tty {
+            return Err("--framed sets up the command's terminal itself; drop --tty".into());
+        }
         if original_root.is_some() && credentials.is_none() {
             return Err(
                 "--original-root needs --uid and --gid (originals never run as root by default)"
@@ -233,6 +244,7 @@ impl Options {
             original_root,
             request_id,
             no_parent_death,
+            framed,
             env_keep,
             program,
             argv,
@@ -335,20 +347,71 @@ fn supervise(options: &Options) -> Result<End, HelperError> {
         sys_process::release_controlling_terminal()
             .map_err(failed("releasing the controlling terminal"))?;
     }
-    // Blocked from the start: a SIGUSR1 or SIGTERM that arrives early stays pending and is
-    // handled by the loop instead of killing the helper before it can clean up.
+    let Some(signal_fd) = begin_supervision(options)? else {
+        return Ok(End::Killed);
+    };
+    let mut prepared = match prepare(options)? {
+        Ok(p) => p,
+        Err(not_found) => return Ok(End::NotFound(not_found)),
+    };
+    let child = sys_process::spawn(&mut prepared.image).map_err(failed("fork"))?;
+    drop(prepared);
+
+    loop {
+        wait_for_signals(&signal_fd, None);
+        let mut main_status = None;
+        while let Some(info) = read_signal(&signal_fd) {
+            match Signal::try_from(info.ssi_signo as i32) {
+                Ok(Signal::SIGUSR1) => {
+                    kill_tree(&signal_fd, options.grace);
+                    return Ok(End::Killed);
+                }
+                Ok(Signal::SIGCHLD) => {
+                    if let Some(status) = reap(Some(child)).main_status {
+                        main_status = Some(status);
+                    }
+                }
+                Ok(signal) if main_status.is_none() => forward(child, signal),
+                _ => {}
+            }
+        }
+        if let Some(status) = main_status {
+            kill_tree(&signal_fd, options.grace);
+            return Ok(End::Mirror(status));
+        }
+    }
+}
+
+/// Blocks the handled signals (from the start: a SIGUSR1 or SIGTERM that arrives early
+/// stays pending and is handled by the loop instead of killing the helper before it can
+/// clean up), becomes a subreaper and arms the parent-death signal. Returns the signalfd,
+/// or `None` when the parent is already gone.
+fn begin_supervision(options: &Options) -> Result<Option<SignalFd>, HelperError> {
     let signals = handled_signals();
     signals.thread_block().map_err(failed("blocking signals"))?;
     let parent = getppid();
     nix::sys::prctl::set_child_subreaper(true).map_err(failed("prctl(PR_SET_CHILD_SUBREAPER)"))?;
     if !arm_parent_death_signal(parent, options)? {
-        return Ok(End::Killed);
+        return Ok(None);
     }
+    SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .map(Some)
+        .map_err(failed("signalfd"))
+}
 
+/// The command, ready to fork and execute.
+struct Prepared {
+    image: ExecImage,
+    /// Kept open until the fork: the interpreter reads the script through /dev/fd/N.
+    _script_fd: Option<OwnedFd>,
+}
+
+/// Resolves the program (its original, with `--original-root`), opens it and builds the
+/// image the child executes. `Ok(Err(message))`: there is no such program (exit 127).
+fn prepare(options: &Options) -> Result<Result<Prepared, String>, HelperError> {
     let mut program = options.program.clone();
     let mut argv_owned = options.argv.clone();
-    // Kept open until the fork: the interpreter reads the script through /dev/fd/N.
-    let mut _script_fd = None;
+    let mut script_fd = None;
     // With credentials the helper stays root for the whole supervision: it opens the
     // program (or the original) now, as root, and only the forked child drops to the
     // caller's identity, just before exec. A supervisor running as the agent's uid could
@@ -366,10 +429,10 @@ fn supervise(options: &Options) -> Result<End, HelperError> {
                         Ok(resolved) => {
                             program = resolved.program;
                             argv_owned = resolved.argv;
-                            _script_fd = resolved.script_fd;
+                            script_fd = resolved.script_fd;
                             resolved.program_fd
                         }
-                        Err(original::OriginalError::NotFound(m)) => return Ok(End::NotFound(m)),
+                        Err(original::OriginalError::NotFound(m)) => return Ok(Err(m)),
                         Err(original::OriginalError::Unusable(m)) => {
                             return Err(HelperError {
                                 what: "cannot open the original".into(),
@@ -394,8 +457,6 @@ fn supervise(options: &Options) -> Result<End, HelperError> {
         None => (None, None),
     };
 
-    let signal_fd = SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
-        .map_err(failed("signalfd"))?;
     let env: Vec<Vec<u8>> = std::env::vars_os()
         .filter(|(k, _)| {
             options
@@ -426,32 +487,10 @@ fn supervise(options: &Options) -> Result<End, HelperError> {
     if let Some(credentials) = &child_credentials {
         image.drop_privileges_to(credentials);
     }
-    let child = sys_process::spawn(&mut image).map_err(failed("fork"))?;
-    drop(image);
-
-    loop {
-        wait_for_signals(&signal_fd, None);
-        let mut main_status = None;
-        while let Some(info) = read_signal(&signal_fd) {
-            match Signal::try_from(info.ssi_signo as i32) {
-                Ok(Signal::SIGUSR1) => {
-                    kill_tree(&signal_fd, options.grace);
-                    return Ok(End::Killed);
-                }
-                Ok(Signal::SIGCHLD) => {
-                    if let Some(status) = reap(Some(child)).main_status {
-                        main_status = Some(status);
-                    }
-                }
-                Ok(signal) if main_status.is_none() => forward(child, signal),
-                _ => {}
-            }
-        }
-        if let Some(status) = main_status {
-            kill_tree(&signal_fd, options.grace);
-            return Ok(End::Mirror(status));
-        }
-    }
+    Ok(Ok(Prepared {
+        image,
+        _script_fd: script_fd,
+    }))
 }
 
 /// Opens the program while still privileged. A script keeps the fd inheritable (no
@@ -714,6 +753,7 @@ mod tests {
                 original_root: None,
                 request_id: None,
                 no_parent_death: false,
+                framed: false,
                 env_keep: None,
                 program: "/bin/ls".into(),
                 argv: os(&["ls", "-l"]),

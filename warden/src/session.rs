@@ -9,7 +9,7 @@
 //! - the shim going away, a protocol error, or warden shutdown cancels a running command
 //!   (the executor kills its process tree).
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,7 +31,7 @@ use crate::audit::{Audit, Event, EventKind};
 use crate::clock::Clock;
 use crate::control::{ApprovalMsg, ControlPlane};
 use crate::exec_registry::ExecutorRegistry;
-use crate::executor::{ExecIo, ExecRequest, Outcome, StreamIn, StreamOut};
+use crate::executor::{ExecIo, ExecRequest, Outcome, PassedFds, StreamIn, StreamOut};
 use crate::frames::{bounded, send, FrameReader, RecvError};
 use crate::ids::IdGenerator;
 use crate::logging::{LogLimiter, LogPermit};
@@ -224,7 +224,7 @@ async fn serve(shared: Arc<SessionShared>, stream: UnixStream, peer: Peer, accep
         Early::Closed | Early::Shutdown => return,
     };
     reader.stop_collecting_fds();
-    let fds = accept_fds(&request, reader.take_fds());
+    let fds = crate::descriptors::accept(&request, reader.take_fds());
 
     let request_id = match shared.ids.next_id(shared.clock.now()) {
         Ok(id) => id,
@@ -257,35 +257,6 @@ async fn serve(shared: Arc<SessionShared>, stream: UnixStream, peer: Peer, accep
     call.handle().instrument(span).await;
 }
 
-/// The descriptors to keep: exactly three when the shim said it attached them; any
-/// others are closed here (by drop).
-fn accept_fds(request: &Request, mut fds: Vec<OwnedFd>) -> Vec<OwnedFd> {
-    if !request.fds_attached {
-        if !fds.is_empty() {
-            tracing::debug!(
-                count = fds.len(),
-                "closing descriptors sent without fds_attached"
-            );
-        }
-        return Vec::new();
-    }
-    if fds.len() > 3 {
-        tracing::debug!(
-            count = fds.len(),
-            "closing descriptors beyond the first three"
-        );
-        fds.truncate(3);
-    }
-    if fds.len() < 3 {
-        tracing::debug!(
-            count = fds.len(),
-            "fds_attached but fewer than three descriptors; streaming instead"
-        );
-        return Vec::new();
-    }
-    fds
-}
-
 /// What the session does with a call after the policy and the executor check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Decided {
@@ -309,7 +280,7 @@ struct CallSession<'a> {
     request_id: String,
     peer: Peer,
     request: Request,
-    fds: Vec<OwnedFd>,
+    fds: Option<PassedFds>,
     reader: FrameReader,
     rd: OwnedReadHalf,
     wr: OwnedWriteHalf,
@@ -361,6 +332,22 @@ impl CallSession<'_> {
             (None, PolicyAction::Ask) => {
                 (Decided::Ask, verdict.reason.clone(), verdict.rule.clone())
             }
+        };
+        let (decided, reason) = match (decided, &executor) {
+            (Decided::Allow | Decided::Ask, Some(e))
+                if !e.passes_fds() || self.shared.stream_only =>
+            {
+                let who = if e.passes_fds() {
+                    format!("the {executor_name} executor with --stream-only")
+                } else {
+                    format!("the {executor_name} executor")
+                };
+                match crate::descriptors::unreachable_reference(&self.request.argv, &who) {
+                    Some(why) => (Decided::Deny, why),
+                    None => (decided, reason),
+                }
+            }
+            _ => (decided, reason),
         };
         let grant = if decided == Decided::Ask {
             control
@@ -538,7 +525,8 @@ impl CallSession<'_> {
             .with_bytes("cwd", &r.cwd)
             .with_bytes("tool_path", &r.tool_path)
             .with_byte_list("env_names", &crate::env::names(&r.env))
-            .with("parent_request", r.parent_request.clone());
+            .with("parent_request", r.parent_request.clone())
+            .with("descriptors", crate::descriptors::described(r));
         self.control().record(&request)?;
         let decision = event_for(EventKind::Decision, &self.request_id)
             .with("prisoner", self.shared.prisoner.as_str())
@@ -777,13 +765,10 @@ impl CallSession<'_> {
             mut wr,
             mut shutdown,
         } = self;
-        let fds: Option<[OwnedFd; 3]> =
-            if executor_name == "local" && request.tty.is_none() && !shared.stream_only {
-                <[OwnedFd; 3]>::try_from(fds).ok()
-            } else {
-                None
-            };
+        // Descriptors the executor cannot use are closed here (by drop).
+        let fds = fds.filter(|_| executor.passes_fds() && !shared.stream_only);
         let uses_fds = fds.is_some();
+        let given = crate::descriptors::given(&request.stdio, fds.as_ref());
         let decision = Message::Decision(Decision {
             request_id: request_id.clone(),
             action: Action::Allow,
@@ -823,8 +808,8 @@ impl CallSession<'_> {
             tool_path: request.tool_path,
             cwd: request.cwd,
             env,
-            tty: request.tty,
-            stdin_open: request.stdin_open,
+            stdio: request.stdio,
+            terminal: request.terminal,
             timeout: verdict.timeout,
             grace: shared.limits.grace,
             uid: peer.uid,
@@ -864,7 +849,7 @@ impl CallSession<'_> {
                     started_done = true;
                     if let Ok(s) = s {
                         control.emit("request.started", serde_json::json!({ "id": request_id, "pid": s.pid, "executor": executor_name }));
-                        if let Err(e) = audit_start(&control, &request_id, executor_name, &s) {
+                        if let Err(e) = audit_start(&control, &request_id, executor_name, &s, &given) {
                             tracing::error!(error = %e, "audit log unavailable; cancelling the command");
                             cancel_reason.get_or_insert_with(|| format!("audit log unavailable: {e}"));
                             let _ = cancel_tx.send(true);
@@ -922,7 +907,7 @@ impl CallSession<'_> {
         if !started_done {
             if let Ok(s) = started_rx.try_recv() {
                 control.emit("request.started", serde_json::json!({ "id": request_id, "pid": s.pid, "executor": executor_name }));
-                if let Err(e) = audit_start(&control, &request_id, executor_name, &s) {
+                if let Err(e) = audit_start(&control, &request_id, executor_name, &s, &given) {
                     tracing::error!(error = %e, "cannot write audit event");
                 }
             }
@@ -1016,12 +1001,14 @@ fn audit_start(
     request_id: &str,
     executor: &str,
     started: &crate::executor::Started,
+    descriptors: &serde_json::Value,
 ) -> Result<u64, crate::audit::AuditError> {
     audit.record(
         &event_for(EventKind::Start, request_id)
             .with("executor", executor)
             .with("pid", started.pid)
-            .with_bytes("program", &started.program),
+            .with_bytes("program", &started.program)
+            .with("descriptors", descriptors.clone()),
     )
 }
 
@@ -1103,16 +1090,13 @@ struct OutputState {
     error_sent: bool,
 }
 
-fn out_kind(o: &StreamOut) -> Kind {
+/// The frame kind and bytes of an output chunk; `Err` for a settings change.
+fn out_chunk(o: StreamOut) -> Result<(Kind, Vec<u8>), clawrden_protocol::Termios> {
     match o {
-        StreamOut::Stdout(_) => Kind::Stdout,
-        StreamOut::Stderr(_) => Kind::Stderr,
-    }
-}
-
-fn out_bytes(o: StreamOut) -> Vec<u8> {
-    match o {
-        StreamOut::Stdout(b) | StreamOut::Stderr(b) => b,
+        StreamOut::Stdout(b) => Ok((Kind::Stdout, b)),
+        StreamOut::Stderr(b) => Ok((Kind::Stderr, b)),
+        StreamOut::TtyOut(b) => Ok((Kind::TtyOut, b)),
+        StreamOut::Termios(t) => Err(t),
     }
 }
 
@@ -1126,21 +1110,36 @@ async fn write_output(
     state: &mut OutputState,
 ) -> bool {
     let mut buf = Vec::new();
-    let mut kind = out_kind(&first);
-    let mut run = out_bytes(first);
-    while buf.len() + run.len() < MAX_COALESCED {
-        let Ok(next) = rx.try_recv() else { break };
-        let next_kind = out_kind(&next);
-        let bytes = out_bytes(next);
-        if next_kind == kind && run.len() + bytes.len() <= MAX_IO_PAYLOAD as usize {
-            run.extend_from_slice(&bytes);
-        } else {
-            write_chunks(&mut buf, kind, &run);
-            kind = next_kind;
-            run = bytes;
+    let mut run: Option<(Kind, Vec<u8>)> = None;
+    let mut next = Some(first);
+    while let Some(item) = next.take() {
+        match out_chunk(item) {
+            Ok((kind, bytes)) => match &mut run {
+                Some((k, r)) if *k == kind && r.len() + bytes.len() <= MAX_IO_PAYLOAD as usize => {
+                    r.extend_from_slice(&bytes)
+                }
+                _ => {
+                    if let Some((k, r)) = run.replace((kind, bytes)) {
+                        write_chunks(&mut buf, k, &r);
+                    }
+                }
+            },
+            Err(settings) => {
+                if let Some((k, r)) = run.take() {
+                    write_chunks(&mut buf, k, &r);
+                }
+                // Settings always fit a frame (they are bounded by the decoder).
+                let _ = Message::Termios(settings).encode(&mut buf);
+            }
+        }
+        let pending = run.as_ref().map_or(0, |(_, r)| r.len());
+        if buf.len() + pending < MAX_COALESCED {
+            next = rx.try_recv().ok();
         }
     }
-    write_chunks(&mut buf, kind, &run);
+    if let Some((k, r)) = run {
+        write_chunks(&mut buf, k, &r);
+    }
     if state.peer_gone || state.error_sent {
         return !state.peer_gone;
     }

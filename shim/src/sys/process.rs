@@ -5,7 +5,7 @@
 //! async-signal-safe code: no allocation, no locks, just syscalls on prepared buffers.
 
 use std::ffi::{CString, OsStr};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::ptr;
 
@@ -49,6 +49,8 @@ pub struct ExecImage {
     program_fd: Option<OwnedFd>,
     cwd: Option<CString>,
     tty: bool,
+    /// Descriptors the child installs as its 0, 1 and 2 (`None`: it keeps the parent's).
+    stdio: Option<[RawFd; 3]>,
     // The pointer arrays below point into these; they must live as long as the image.
     _argv: Vec<CString>,
     _envp: Vec<CString>,
@@ -111,6 +113,7 @@ impl ExecImage {
             program_fd,
             cwd: cwd_c,
             tty,
+            stdio: None,
             _argv: argv_c,
             _envp: envp_c,
             argv_ptrs,
@@ -122,6 +125,15 @@ impl ExecImage {
 }
 
 impl ExecImage {
+    /// Makes the child install `fds` as its descriptors 0, 1 and 2 (each must be above 2
+    /// and stay open until [`spawn`] returns). With `controlling_terminal`, the first of
+    /// them that is a terminal becomes the child's controlling terminal.
+    pub fn set_stdio(&mut self, fds: [RawFd; 3], controlling_terminal: bool) {
+        debug_assert!(fds.iter().all(|&fd| fd > 2));
+        self.stdio = Some(fds);
+        self.tty = controlling_terminal;
+    }
+
     /// Makes the child drop to `credentials` (setgroups, setgid, setuid, each checked)
     /// after the fork and before changing directory and executing; the parent keeps its
     /// own. Without this the child runs with the parent's identity.
@@ -144,8 +156,9 @@ impl ExecImage {
     }
 }
 
-/// Forks; the child becomes a session leader (taking fd 0 as its controlling terminal with
-/// `tty`), gets default signal dispositions, drops privileges (when the image says so),
+/// Forks; the child becomes a session leader (with `tty`, taking the first of its
+/// descriptors 0, 1, 2 that is a terminal as its controlling terminal), gets default
+/// signal dispositions, drops privileges (when the image says so),
 /// changes directory, gets an empty signal mask and executes the image. Returns the
 /// child's pid to the parent, whose own credentials never change.
 ///
@@ -170,11 +183,22 @@ fn child_exec(image: &mut ExecImage) -> ! {
     // SAFETY: setsid takes no pointers; the child of fork() is never a group leader, so it
     // cannot fail with EPERM.
     unsafe { libc::setsid() };
+    if let Some(fds) = image.stdio {
+        for (target, fd) in (0..).zip(fds) {
+            // SAFETY: both are plain descriptor numbers; `fd` was open at the fork (it is
+            // above 2, so no earlier dup2 of this loop replaced it).
+            if unsafe { libc::dup2(fd, target) } == -1 {
+                child_fail(b"clawrden: cannot set up the standard descriptors: ", 126);
+            }
+        }
+    }
     if image.tty {
+        // SAFETY: isatty takes a plain descriptor number.
+        let terminal = (0..3).find(|&fd| unsafe { libc::isatty(fd) } == 1);
         // SAFETY: TIOCSCTTY takes an int argument (0: do not steal the terminal).
-        if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } == -1 {
+        if terminal.is_none_or(|fd| unsafe { libc::ioctl(fd, libc::TIOCSCTTY, 0) } == -1) {
             child_fail(
-                b"clawrden: cannot make stdin the controlling terminal: ",
+                b"clawrden: cannot make the terminal the controlling terminal: ",
                 126,
             );
         }

@@ -4,36 +4,39 @@
 //! ```text
 //! /usr/lib/clawrden/bin/clawrden-shim exec-helper --original-root /usr/lib/clawrden/originals
 //!     --uid U --gid G --grace-ms N --request-id ID --env-keep NAMES --no-parent-death
-//!     [--tty] [--hex]
-//!     --cwd CWD -- TOOL_PATH ARGV...
+//!     --framed [--hex] --cwd CWD -- TOOL_PATH ARGV...
 //! ```
 //!
 //! The exec runs as root (only root can reach an original); the helper opens the original
 //! as root, drops to the caller's uid, gid and groups, and runs it in the caller's cwd with
-//! the scrubbed environment. Its stdin/stdout/stderr are the exec's attach stream
-//! (demultiplexed without a TTY; with one, the raw terminal stream, passed on as stdout
-//! verbatim: see [`DockerClient::exec`]). Both are byte-exact.
+//! the scrubbed environment.
 //!
-//! Docker cannot signal an exec, so signals go through a second exec,
-//! `clawrden-shim exec-helper --kill --request-id ID --signal SIG`, which finds the helper
-//! by its command line. Timeout, cancellation and the shim disconnecting send SIGUSR1 (the
-//! helper kills the whole tree: SIGTERM, grace, SIGKILL); if the exec has not ended after
-//! grace + 3 s, `--signal KILL` kills the tree and the helper directly.
+//! The exec is never a Docker TTY: its stdin and stdout carry the executor channel
+//! (`clawrden_protocol::channel`, see [`channel`]). The first frame tells the helper how to
+//! set up each of the command's standard descriptors (a PTY with the caller's terminal
+//! settings and size for every one that is the caller's terminal, a pipe for the others,
+//! /dev/null for a closed one); then stdin, signals, resizes go in as frames, and output,
+//! terminal output, terminal settings, and finally the exact outcome (an exit status, or
+//! death by a signal as that signal) come back. The helper's own stderr carries only its
+//! diagnostics. Descriptors above 2 cannot cross into the container (the session denies
+//! a call that names one).
 //!
-//! Exit status: Docker reports the helper's exit code. A command that died of signal N
-//! makes the helper die of N too, which Docker reports as 128 + N; that cannot be told
-//! apart from a command that exited 128 + N, so the outcome is `Exited(128 + N)` (a
-//! shell in the prisoner shows the same number either way).
+//! Timeout, cancellation and the shim disconnecting send `Kill` (the helper kills the whole
+//! tree: SIGTERM, grace, SIGKILL); if the exec has not ended after grace + 3 s, a second
+//! exec, `clawrden-shim exec-helper --kill --request-id ID --signal KILL`, kills the tree
+//! and the helper directly.
+
+mod channel;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use bollard::container::LogOutput;
-use futures_util::StreamExt;
-use tokio::io::AsyncWriteExt;
-use tokio::sync::{mpsc, watch};
+use clawrden_protocol::channel::{ChannelMsg, Start, StdioPlan};
+use clawrden_protocol::{FdKind, WinSize};
+use tokio::sync::watch;
 
-use super::{ExecIo, ExecRequest, Executor, Outcome, RunFuture, Started, StreamIn, StreamOut};
+use self::channel::ToHelper;
+use super::{ExecIo, ExecRequest, Executor, Outcome, RunFuture, Started, StreamIn};
 use crate::docker::{AttachedExec, DockerClient, ExecSpec};
 use crate::executor::{REASON_CANCELLED_BY_WARDEN, REASON_SHIM_DISCONNECTED};
 
@@ -45,8 +48,6 @@ pub const ORIGINALS_IN_PRISONER: &str = "/usr/lib/clawrden/originals";
 const HELPER_KILL_SLACK: Duration = Duration::from_secs(3);
 /// How long to wait for the exec to end after the last-resort SIGKILL.
 const AFTER_HARD_KILL: Duration = Duration::from_secs(3);
-/// Stdin chunks queued for the writer before the executor stops taking more input.
-const STDIN_QUEUE: usize = 8;
 /// Signals the shim may forward to the command (the helper forwards them to its group).
 const FORWARDED_SIGNALS: [i32; 5] = [
     libc::SIGINT,
@@ -138,9 +139,7 @@ impl MirrorExecutor {
             keep.join(","),
             "--no-parent-death".into(),
         ];
-        if req.tty.is_some() {
-            cmd.push("--tty".into());
-        }
+        cmd.push("--framed".into());
         if hex {
             cmd.push("--hex".into());
         }
@@ -156,8 +155,9 @@ impl MirrorExecutor {
             env,
             user: "0:0".into(),
             working_dir: Some("/".into()),
-            tty: req.tty.is_some(),
-            stdin: req.stdin_open || req.tty.is_some(),
+            // The channel: never a Docker TTY, stdin always attached.
+            tty: false,
+            stdin: true,
         })
     }
 
@@ -224,14 +224,10 @@ impl MirrorExecutor {
             output: stream,
             input: stdin,
         } = exec;
-        if let Some(tty) = &req.tty {
-            if let Err(e) = self
-                .docker
-                .resize_exec(&container, &id, tty.rows, tty.cols)
-                .await
-            {
-                tracing::debug!(error = %e, "setting the exec's terminal size failed");
-            }
+        let (helper, writer) = ToHelper::start(stdin);
+        let start = start_frame(&req);
+        if !helper.send(ChannelMsg::Start(start)).await {
+            tracing::debug!("the exec's stdin closed before the call started");
         }
         let pid = match self.docker.exec_state(&container, &id).await {
             Ok(state) => state.pid,
@@ -244,12 +240,11 @@ impl MirrorExecutor {
         program.extend_from_slice(&req.tool_path);
         let _ = started.send(Started { pid, program });
 
-        let mut pump = tokio::spawn(pump_output(stream, output));
-        let (stdin_tx, stdin_rx) = mpsc::channel::<StdinOp>(STDIN_QUEUE);
-        let writer = tokio::spawn(write_stdin(stdin, stdin_rx));
-        // False once the writer is gone (the command closed its stdin): input is dropped.
-        let mut stdin_alive = spec.stdin;
-        let mut pending: Option<StdinOp> = None;
+        let mut reader = tokio::spawn(channel::read_helper(stream, output, helper.window.clone()));
+        let has_terminal = req.terminal.is_some();
+        // False once stdin was closed (or cannot take more): input is dropped.
+        let mut stdin_alive = req.stdin_open() || req.stdio[0] == FdKind::Terminal;
+        let mut pending: Option<StreamIn> = None;
         let deadline = tokio::time::sleep(req.timeout);
         tokio::pin!(deadline);
         let stop = loop {
@@ -259,9 +254,20 @@ impl MirrorExecutor {
                 () = cancelled_by_warden(&mut cancel) => {
                     break Stop::Cancelled(REASON_CANCELLED_BY_WARDEN.into());
                 }
-                _ = &mut pump => {
+                end = &mut reader => {
                     writer.abort();
                     guard.armed = false;
+                    let end = end.unwrap_or_default();
+                    if let Some(outcome) = end.outcome {
+                        return outcome;
+                    }
+                    if let Some(broken) = end.broken {
+                        return Outcome::Cancelled {
+                            reason: format!("lost track of the command: {broken}"),
+                        };
+                    }
+                    // The helper ended without an outcome: it failed before it could run
+                    // the command (its stderr said why); Docker has its exit status.
                     return match self.docker.exec_finished(&container, &id).await {
                         Ok(state) => match state.exit_code.map(i32::try_from) {
                             Some(Ok(code)) => Outcome::Exited(code),
@@ -274,59 +280,44 @@ impl MirrorExecutor {
                         },
                     };
                 }
-                permit = stdin_tx.reserve(), if pending.is_some() => {
-                    match (permit, pending.take()) {
-                        (Ok(permit), Some(op)) => permit.send(op),
-                        _ => stdin_alive = false,
+                permit = stdin_window(&helper, &pending) => {
+                    let Some(op) = pending.take() else { continue };
+                    if let Some(permit) = permit {
+                        permit.forget();
+                    }
+                    let msg = match op {
+                        StreamIn::Stdin(data) => ChannelMsg::Stdin(data),
+                        _ => ChannelMsg::StdinEof,
+                    };
+                    if !helper.send(msg).await {
+                        stdin_alive = false;
                     }
                 }
                 message = input.recv(), if pending.is_none() => match message {
                     None => break Stop::Cancelled(REASON_SHIM_DISCONNECTED.into()),
-                    Some(StreamIn::Stdin(data)) if stdin_alive => {
-                        pending = Some(StdinOp::Data(data));
-                    }
+                    Some(op @ StreamIn::Stdin(_)) if stdin_alive => pending = Some(op),
                     Some(StreamIn::StdinEof) if stdin_alive => {
-                        pending = Some(StdinOp::Eof);
+                        pending = Some(StreamIn::StdinEof);
+                        stdin_alive = false;
                     }
                     Some(StreamIn::Stdin(_) | StreamIn::StdinEof) => {}
                     Some(StreamIn::Signal(n)) => {
                         if FORWARDED_SIGNALS.contains(&n) {
-                            let (docker, container, shim, request_id) = (
-                                self.docker.clone(),
-                                container.clone(),
-                                self.shim.clone(),
-                                req.request_id.clone(),
-                            );
-                            tokio::spawn(async move {
-                                signal_helper(&docker, &container, &shim, &request_id, &n.to_string()).await;
-                            });
+                            helper.send(ChannelMsg::Signal(n)).await;
                         }
                     }
                     Some(StreamIn::Resize { rows, cols }) => {
-                        if spec.tty {
-                            let (docker, container, id) = (self.docker.clone(), container.clone(), id.clone());
-                            tokio::spawn(async move {
-                                if let Err(e) = docker.resize_exec(&container, &id, rows, cols).await {
-                                    tracing::debug!(error = %e, "resizing the exec's terminal failed");
-                                }
-                            });
+                        if has_terminal {
+                            let size = WinSize { rows, cols, xpixel: 0, ypixel: 0 };
+                            helper.send(ChannelMsg::Resize(size)).await;
                         }
                     }
                 },
             }
         };
-        drop(stdin_tx);
-        writer.abort();
         guard.armed = false;
-        signal_helper(
-            &self.docker,
-            &container,
-            &self.shim,
-            &req.request_id,
-            "USR1",
-        )
-        .await;
-        if tokio::time::timeout(req.grace + HELPER_KILL_SLACK, &mut pump)
+        helper.send(ChannelMsg::Kill).await;
+        if tokio::time::timeout(req.grace + HELPER_KILL_SLACK, &mut reader)
             .await
             .is_err()
         {
@@ -343,7 +334,7 @@ impl MirrorExecutor {
                 "KILL",
             )
             .await;
-            if tokio::time::timeout(AFTER_HARD_KILL, &mut pump)
+            if tokio::time::timeout(AFTER_HARD_KILL, &mut reader)
                 .await
                 .is_err()
             {
@@ -352,13 +343,60 @@ impl MirrorExecutor {
                     container = %container,
                     "the command's exec did not end after SIGKILL; its output stream is abandoned"
                 );
-                pump.abort();
+                reader.abort();
             }
         }
+        drop(helper);
+        writer.abort();
         match stop {
             Stop::TimedOut => Outcome::TimedOut { after: req.timeout },
             Stop::Cancelled(reason) => Outcome::Cancelled { reason },
         }
+    }
+}
+
+/// The `Start` frame for `req`: each standard descriptor as the caller's (a terminal one is
+/// the PTY, a closed one /dev/null, any other a streamed pipe).
+fn start_frame(req: &ExecRequest) -> Start {
+    let mut stdio = [StdioPlan::Pipe; 3];
+    for (plan, kind) in stdio.iter_mut().zip(req.stdio) {
+        *plan = match kind {
+            FdKind::Terminal => StdioPlan::Terminal,
+            FdKind::Closed => StdioPlan::Null,
+            _ => StdioPlan::Pipe,
+        };
+    }
+    let terminal = req
+        .terminal
+        .as_ref()
+        .filter(|_| stdio.contains(&StdioPlan::Terminal))
+        .map(|t| (t.termios.clone(), t.size));
+    if terminal.is_none() {
+        // No settings to start a PTY with: no PTY (the request's terminal always comes
+        // with a terminal descriptor, so this only guards the frame's invariant).
+        for plan in &mut stdio {
+            if *plan == StdioPlan::Terminal {
+                *plan = StdioPlan::Pipe;
+            }
+        }
+    }
+    Start { stdio, terminal }
+}
+
+/// Resolves when the pending stdin operation may be sent: data needs its length in window
+/// (a permit the caller forgets once sent); end-of-file needs none. Never resolves without
+/// a pending operation.
+async fn stdin_window<'a>(
+    helper: &'a ToHelper,
+    pending: &Option<StreamIn>,
+) -> Option<tokio::sync::SemaphorePermit<'a>> {
+    match pending {
+        Some(StreamIn::Stdin(data)) => {
+            let n = u32::try_from(data.len()).unwrap_or(u32::MAX).max(1);
+            helper.window.acquire_many(n).await.ok()
+        }
+        Some(_) => None,
+        None => std::future::pending().await,
     }
 }
 
@@ -376,61 +414,6 @@ impl Executor for MirrorExecutor {
 enum Stop {
     TimedOut,
     Cancelled(String),
-}
-
-enum StdinOp {
-    Data(Vec<u8>),
-    Eof,
-}
-
-/// Copies the exec's output to the session until the stream ends (the command and every
-/// process holding its stdout/stderr are gone).
-async fn pump_output(
-    mut stream: std::pin::Pin<
-        Box<dyn futures_util::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>,
-    >,
-    output: mpsc::Sender<StreamOut>,
-) {
-    while let Some(item) = stream.next().await {
-        let frame = match item {
-            Ok(LogOutput::StdOut { message } | LogOutput::Console { message }) => {
-                StreamOut::Stdout(message.to_vec())
-            }
-            Ok(LogOutput::StdErr { message }) => StreamOut::Stderr(message.to_vec()),
-            Ok(LogOutput::StdIn { .. }) => continue,
-            Err(e) => {
-                tracing::debug!(error = %e, "the exec's output stream failed");
-                return;
-            }
-        };
-        if output.send(frame).await.is_err() {
-            // The session is gone; keep draining so the command is not blocked on a full
-            // pipe while it is being killed.
-            while stream.next().await.is_some() {}
-            return;
-        }
-    }
-}
-
-/// Writes stdin chunks to the exec; EOF shuts the write side down (the command's stdin
-/// closes).
-async fn write_stdin(
-    mut stdin: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
-    mut ops: mpsc::Receiver<StdinOp>,
-) {
-    while let Some(op) = ops.recv().await {
-        match op {
-            StdinOp::Data(data) => {
-                if stdin.write_all(&data).await.is_err() {
-                    return;
-                }
-            }
-            StdinOp::Eof => {
-                let _ = stdin.shutdown().await;
-                return;
-            }
-        }
-    }
 }
 
 /// Resolves once the warden's cancel flag is true; never if the flag's sender is gone.
@@ -524,8 +507,8 @@ mod tests {
                 (b"CLAWRDEN_PARENT_REQUEST".to_vec(), b"01JTEST".to_vec()),
                 (b"BAD".to_vec(), b"\xff".to_vec()),
             ],
-            tty: None,
-            stdin_open: true,
+            stdio: [FdKind::Pipe, FdKind::Pipe, FdKind::Pipe],
+            terminal: None,
             timeout: Duration::from_secs(30),
             grace: Duration::from_millis(500),
             uid: 1000,
@@ -564,6 +547,7 @@ mod tests {
                 "--env-keep",
                 "PATH,CLAWRDEN_PARENT_REQUEST",
                 "--no-parent-death",
+                "--framed",
                 "--cwd",
                 "/workspace",
                 "--",

@@ -11,6 +11,10 @@
 //! - `io.started` is sent exactly once, just after the process exists, before any output.
 //! - Output goes to `io.output` in order; the channel is bounded, so a slow shim slows the
 //!   command instead of growing memory.
+//! - Each standard descriptor keeps its kind (`ExecRequest::stdio`): terminal ones share
+//!   one PTY that starts with the caller's settings and size; its output is `TtyOut`, and
+//!   its settings go back as `Termios` when they change, so the caller's terminal ends as
+//!   the command left it (README, "What the agent sees").
 
 pub mod local;
 pub mod mirror;
@@ -20,7 +24,7 @@ use std::os::fd::OwnedFd;
 use std::pin::Pin;
 use std::time::Duration;
 
-use clawrden_protocol::Tty;
+use clawrden_protocol::{FdKind, Terminal, Termios};
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// What to run. The session has already decided, scrubbed the environment and set
@@ -36,17 +40,39 @@ pub struct ExecRequest {
     pub cwd: Vec<u8>,
     /// The final environment of the command (already scrubbed).
     pub env: Vec<(Vec<u8>, Vec<u8>)>,
-    pub tty: Option<Tty>,
-    pub stdin_open: bool,
+    /// What the caller's descriptors 0, 1 and 2 are. Each of the command's is the same
+    /// kind: a terminal one is the command's PTY (one PTY for all of them), a closed one
+    /// /dev/null, any other the caller's own descriptor (`fds`) or a streamed pipe.
+    pub stdio: [FdKind; 3],
+    /// The caller's terminal, which the command's PTY starts as: present exactly when a
+    /// `stdio` kind is [`FdKind::Terminal`].
+    pub terminal: Option<Terminal>,
     pub timeout: Duration,
     /// How long the tree gets between SIGTERM and SIGKILL.
     pub grace: Duration,
     /// Caller's identity from SO_PEERCRED.
     pub uid: u32,
     pub gid: u32,
-    /// The shim's stdin, stdout and stderr, when it passed them with SCM_RIGHTS and the
-    /// session told it `uses_fds`. The executor then streams nothing.
-    pub fds: Option<[OwnedFd; 3]>,
+    /// The caller's own descriptors, when the shim passed them with SCM_RIGHTS and the
+    /// session told it `uses_fds` (only to an executor whose [`Executor::passes_fds`] is
+    /// true). Only the terminal, if any, then streams.
+    pub fds: Option<PassedFds>,
+}
+
+impl ExecRequest {
+    /// fd 0 was open.
+    pub fn stdin_open(&self) -> bool {
+        self.stdio[0] != FdKind::Closed
+    }
+}
+
+/// The caller's descriptors handed to the command as they are.
+#[derive(Debug, Default)]
+pub struct PassedFds {
+    /// fds 0, 1 and 2: present for every one that is neither closed nor a terminal.
+    pub stdio: [Option<OwnedFd>; 3],
+    /// Descriptors above 2, at the caller's numbers, ascending.
+    pub extra: Vec<(u32, OwnedFd)>,
 }
 
 /// Shim -> command.
@@ -63,6 +89,11 @@ pub enum StreamIn {
 pub enum StreamOut {
     Stdout(Vec<u8>),
     Stderr(Vec<u8>),
+    /// Output of the command's PTY.
+    TtyOut(Vec<u8>),
+    /// The command's PTY settings changed (sent when noticed, and once more, if they
+    /// changed, before the command's outcome).
+    Termios(Termios),
 }
 
 /// Facts about a started command, for the `start` audit event.
@@ -123,6 +154,13 @@ pub type RunFuture<'a> = Pin<Box<dyn Future<Output = Outcome> + Send + 'a>>;
 pub trait Executor: Send + Sync {
     /// Short name for logs, audit and metrics: `local`, `mirror`, `ghost`.
     fn name(&self) -> &'static str;
+    /// Whether the command can be given the caller's own descriptors (same host): then
+    /// every descriptor the caller left open reaches it at the same number, and only a
+    /// terminal streams. Otherwise everything streams and descriptors above 2 do not
+    /// exist for the command, so a call naming one (`/dev/fd/63`) is denied.
+    fn passes_fds(&self) -> bool {
+        false
+    }
     /// Runs `req` to completion under the contract above.
     fn run(&self, req: ExecRequest, io: ExecIo) -> RunFuture<'_>;
 }

@@ -1,0 +1,177 @@
+//! The warden's end of the executor channel to a framed exec-helper in the prisoner
+//! (`clawrden_protocol::channel`), carried by one non-TTY `docker exec`: frames go to the
+//! exec's stdin, and come back on its stdout (the helper's own diagnostics on stderr).
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bollard::container::LogOutput;
+use clawrden_protocol::channel::{ChannelFrame, ChannelMsg, SINGLE_CALL, STDIN_WINDOW};
+use futures_util::{Stream, StreamExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, Semaphore};
+
+use crate::executor::{Outcome, StreamOut};
+
+/// Frames queued for the writer before senders wait.
+const FRAME_QUEUE: usize = 8;
+
+/// The exec's output stream, as bollard gives it.
+pub type ExecOutput = Pin<Box<dyn Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>>;
+
+/// Sends frames to the helper, in order, from one writer task.
+pub struct ToHelper {
+    frames: mpsc::Sender<Vec<u8>>,
+    /// Stdin bytes that may still be sent before the helper grants more.
+    pub window: Arc<Semaphore>,
+}
+
+impl ToHelper {
+    /// Starts the writer task over the exec's stdin.
+    pub fn start(
+        stdin: Pin<Box<dyn AsyncWrite + Send>>,
+    ) -> (ToHelper, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(FRAME_QUEUE);
+        let writer = tokio::spawn(write_frames(stdin, rx));
+        let helper = ToHelper {
+            frames: tx,
+            window: Arc::new(Semaphore::new(STDIN_WINDOW as usize)),
+        };
+        (helper, writer)
+    }
+
+    /// Queues one frame of the only call; false once the writer is gone.
+    pub async fn send(&self, msg: ChannelMsg) -> bool {
+        let mut buf = Vec::new();
+        if ChannelFrame::single(msg).encode(&mut buf).is_err() {
+            return false;
+        }
+        self.frames.send(buf).await.is_ok()
+    }
+}
+
+async fn write_frames(
+    mut stdin: Pin<Box<dyn AsyncWrite + Send>>,
+    mut frames: mpsc::Receiver<Vec<u8>>,
+) {
+    while let Some(frame) = frames.recv().await {
+        if stdin.write_all(&frame).await.is_err() {
+            return;
+        }
+    }
+    // Every sender is gone: the warden is done with the call. Closing the exec's stdin
+    // tells the helper so (it kills whatever is left of the tree).
+    let _ = stdin.shutdown().await;
+}
+
+/// How the helper's side of a call ended.
+#[derive(Debug, Default)]
+pub struct HelperEnd {
+    /// From its `Exit`, `Signaled` or `Failed` frame.
+    pub outcome: Option<Outcome>,
+    /// The channel broke (a malformed or unexpected frame); what was wrong.
+    pub broken: Option<String>,
+}
+
+/// Reads the exec's output until it ends: the helper's frames become output for the
+/// session, stdin grants and the outcome; its own stderr goes to the session as stderr.
+/// Once the session stops listening (or the channel broke), output is still read and
+/// dropped so the helper is never blocked on a full pipe while it is being killed.
+pub async fn read_helper(
+    mut stream: ExecOutput,
+    output: mpsc::Sender<StreamOut>,
+    window: Arc<Semaphore>,
+) -> HelperEnd {
+    let mut end = HelperEnd::default();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut listening = true;
+    while let Some(item) = stream.next().await {
+        let bytes = match item {
+            Ok(LogOutput::StdOut { message } | LogOutput::Console { message }) => message,
+            Ok(LogOutput::StdErr { message }) => {
+                if listening
+                    && output
+                        .send(StreamOut::Stderr(message.to_vec()))
+                        .await
+                        .is_err()
+                {
+                    listening = false;
+                }
+                continue;
+            }
+            Ok(LogOutput::StdIn { .. }) => continue,
+            Err(e) => {
+                tracing::debug!(error = %e, "the exec's output stream failed");
+                break;
+            }
+        };
+        if end.broken.is_some() {
+            continue;
+        }
+        buf.extend_from_slice(&bytes);
+        let mut used_total = 0;
+        loop {
+            match ChannelFrame::decode_from(&buf[used_total..]) {
+                Ok(None) => break,
+                Ok(Some((frame, used))) => {
+                    used_total += used;
+                    if frame.call != SINGLE_CALL {
+                        end.broken = Some(format!(
+                            "the exec-helper sent a frame for call {}, not for its only call",
+                            frame.call
+                        ));
+                        break;
+                    }
+                    let item = match frame.msg {
+                        ChannelMsg::Stdout(b) => StreamOut::Stdout(b),
+                        ChannelMsg::Stderr(b) => StreamOut::Stderr(b),
+                        ChannelMsg::TtyOut(b) => StreamOut::TtyOut(b),
+                        ChannelMsg::Termios(t) => StreamOut::Termios(t),
+                        ChannelMsg::StdinWindow(n) => {
+                            // Never more than the window itself, whatever the helper says.
+                            let room =
+                                (STDIN_WINDOW as usize).saturating_sub(window.available_permits());
+                            window.add_permits((n as usize).min(room));
+                            continue;
+                        }
+                        ChannelMsg::Started { .. } => continue,
+                        ChannelMsg::Exit(code) => {
+                            end.outcome.get_or_insert(Outcome::Exited(code));
+                            continue;
+                        }
+                        ChannelMsg::Signaled(n) => {
+                            end.outcome.get_or_insert(Outcome::Signaled(n));
+                            continue;
+                        }
+                        ChannelMsg::Failed(f) => {
+                            end.outcome.get_or_insert(Outcome::SpawnFailed {
+                                not_found: f.not_found,
+                                message: f.message,
+                            });
+                            continue;
+                        }
+                        other => {
+                            end.broken = Some(format!(
+                                "the exec-helper sent a {:?} frame, which only the warden sends",
+                                other.kind()
+                            ));
+                            break;
+                        }
+                    };
+                    if listening && output.send(item).await.is_err() {
+                        listening = false;
+                    }
+                }
+                Err(e) => {
+                    end.broken = Some(format!("the exec-helper sent a malformed frame: {e}"));
+                    break;
+                }
+            }
+        }
+        buf.drain(..used_total);
+        if end.broken.is_some() {
+            buf = Vec::new();
+        }
+    }
+    end
+}
