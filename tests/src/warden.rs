@@ -58,6 +58,7 @@ pub struct WardenBuilder {
     socket: Option<PathBuf>,
     prisoners: Vec<String>,
     api: bool,
+    search_path: Option<String>,
 }
 
 impl WardenBuilder {
@@ -96,6 +97,13 @@ impl WardenBuilder {
     /// seen by a watch on the symlink's directory (only SIGHUP reloads it).
     pub fn policy_via_symlink(mut self) -> Self {
         self.policy_via_symlink = true;
+        self
+    }
+
+    /// The warden's `PATH` (where the local executor looks commands up); default
+    /// [`SYSTEM_PATH`].
+    pub fn search_path(mut self, path: &str) -> Self {
+        self.search_path = Some(path.to_string());
         self
     }
 
@@ -187,7 +195,7 @@ impl WardenBuilder {
             sockets
         };
         cmd.env_clear()
-            .env("PATH", SYSTEM_PATH)
+            .env("PATH", self.search_path.as_deref().unwrap_or(SYSTEM_PATH))
             .env("HOME", BASE_HOME)
             .stdin(Stdio::null())
             .stdout(File::create(&stdout_path).expect("create warden stdout file"))
@@ -245,6 +253,7 @@ impl TestWarden {
             socket: None,
             prisoners: Vec::new(),
             api: false,
+            search_path: None,
         }
     }
 

@@ -306,12 +306,13 @@ fn environment_is_scrubbed_to_the_allowlist_plus_rule_pass_minus_rule_drop() {
         lines,
         [
             format!("CLAWRDEN_PARENT_REQUEST={parent}"),
+            format!("CLAWRDEN_SOCKET={}", w.socket.display()),
             "HOME=/".to_string(),
             "LANG=C.UTF-8".to_string(),
             "PATH=/usr/bin:/bin".to_string(),
         ],
-        "default scrub keeps only the allowlist (LANG passes; the secret, LD_PRELOAD, \
-         MY_TOOL_TOKEN and CLAWRDEN_SOCKET do not)"
+        "default scrub keeps only the allowlist (LANG passes, and the socket for nested \
+         calls; the secret, LD_PRELOAD and MY_TOOL_TOKEN do not)"
     );
 
     let out = w.run(&base.clone().args(["-u", "PASS_RULE_MARKER"]));
@@ -322,7 +323,9 @@ fn environment_is_scrubbed_to_the_allowlist_plus_rule_pass_minus_rule_drop() {
     );
     let lines: Vec<String> = env_lines(&out)
         .into_iter()
-        .filter(|l| !l.starts_with("CLAWRDEN_PARENT_REQUEST="))
+        .filter(|l| {
+            !l.starts_with("CLAWRDEN_PARENT_REQUEST=") && !l.starts_with("CLAWRDEN_SOCKET=")
+        })
         .collect();
     assert_eq!(
         lines,

@@ -2,18 +2,21 @@
 //! only an allowlist survives, plus what the deciding rule passes, minus what it drops.
 
 use clawrden_policy::EnvRule;
-use clawrden_protocol::PARENT_REQUEST_ENV;
+use clawrden_protocol::{PARENT_REQUEST_ENV, SOCKET_ENV};
 
 /// Names kept from the caller's environment whatever the rule says.
 pub const ALLOWED: &[&str] = &["PATH", "HOME", "LANG", "TERM", "TZ", "USER"];
 
 fn kept_by_default(name: &[u8]) -> bool {
-    ALLOWED.iter().any(|a| a.as_bytes() == name) || name.starts_with(b"LC_")
+    ALLOWED.iter().any(|a| a.as_bytes() == name)
+        || name.starts_with(b"LC_")
+        // Nested calls of the command come back through the shim, to the same socket.
+        || name == SOCKET_ENV.as_bytes()
 }
 
 /// Builds the command's environment from the request's: allowlist (`PATH`, `HOME`, `LANG`,
-/// `LC_*`, `TERM`, `TZ`, `USER`) plus `rule.pass`, minus `rule.drop` (entries there are
-/// names or `PREFIX*`), then
+/// `LC_*`, `TERM`, `TZ`, `USER`, and `CLAWRDEN_SOCKET` so nested calls reach the warden)
+/// plus `rule.pass`, minus `rule.drop` (entries there are names or `PREFIX*`), then
 /// `CLAWRDEN_PARENT_REQUEST=<request_id>`. Malformed names (empty, with `=` or NUL) are
 /// dropped; of duplicated names the first wins, as with `getenv`.
 pub fn scrub(
@@ -141,6 +144,22 @@ mod tests {
         assert_eq!(
             got,
             env(&[("PATH", "/a"), ("CLAWRDEN_PARENT_REQUEST", "real")])
+        );
+    }
+
+    #[test]
+    fn the_socket_of_nested_calls_passes() {
+        let got = scrub(
+            &env(&[("CLAWRDEN_SOCKET", "/tmp/w.sock"), ("SECRET", "x")]),
+            &rule(&[], &[]),
+            "r",
+        );
+        assert_eq!(
+            got,
+            env(&[
+                ("CLAWRDEN_SOCKET", "/tmp/w.sock"),
+                ("CLAWRDEN_PARENT_REQUEST", "r")
+            ])
         );
     }
 
