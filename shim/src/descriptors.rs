@@ -32,16 +32,29 @@ pub fn kind_of(fd: RawFd) -> FdKind {
     }
 }
 
-/// The caller's terminal on standard descriptor `fd`: settings, size and `$TERM`.
+/// The caller's terminal on standard descriptor `fd`: settings (as the caller has them,
+/// whatever other shims running on it took off meanwhile), size and `$TERM`.
 pub fn terminal_of(fd: u8, term_var: Option<&[u8]>) -> Result<Terminal, String> {
     let termios = term::get_termios(crate::sys::std_fd(fd))
         .map_err(|e| format!("cannot read the settings of the terminal on fd {fd}: {e}"))?;
+    let termios = crate::terminal::as_the_caller_has_it(&termios);
     let size = term::window_size(fd as RawFd).unwrap_or_default();
     Ok(Terminal {
         termios,
         size,
         term: term_var.map(<[u8]>::to_vec).unwrap_or_default(),
     })
+}
+
+/// Whether this process may change the terminal on standard descriptor `fd`: it is in
+/// the terminal's foreground process group, or the terminal is not its controlling
+/// terminal (job control does not apply then). A background job that changed it (or
+/// read it) would be stopped by SIGTTOU (SIGTTIN), as `timeout CMD` and `CMD &` are.
+pub fn may_change_terminal(fd: u8) -> bool {
+    match nix::unistd::tcgetpgrp(crate::sys::std_fd(fd)) {
+        Ok(foreground) => foreground == nix::unistd::getpgrp(),
+        Err(_) => true,
+    }
 }
 
 /// Descriptors above 2 that are open and not close-on-exec, ascending: the ones the

@@ -114,10 +114,19 @@ fn run(argv: Vec<OsString>, socket: &std::path::Path) -> Outcome {
         Ok(t) => t,
         Err(e) => return Outcome::Local(e),
     };
-    let inputs = match request::gather(argv, stdio) {
+    let mut inputs = match request::gather(argv, stdio) {
         Ok(i) => i,
         Err(e) => return Outcome::Local(format!("cannot forward this call: {e}")),
     };
+    // In the terminal's background (`CMD &`, `timeout CMD`) the shim leaves the terminal
+    // alone: no keystrokes are read, no setting is changed. The command's PTY then does
+    // no output processing of its own, so the caller's terminal does it, once.
+    let foreground = stdio
+        .terminal_fd()
+        .is_none_or(descriptors::may_change_terminal);
+    if let (false, Some(terminal)) = (foreground, inputs.terminal.as_mut()) {
+        terminal.termios.oflag &= !libc::OPOST;
+    }
     let stdio_kinds = inputs.stdio;
     let started_termios = inputs.terminal.as_ref().map(|t| t.termios.clone());
     let request = request::build(inputs);
@@ -168,9 +177,14 @@ fn run(argv: Vec<OsString>, socket: &std::path::Path) -> Outcome {
         Ok(s) => s,
         Err(e) => return Outcome::Local(format!("cannot set up signal forwarding: {e}")),
     };
-    // Keystrokes go to the command only when its stdin is the terminal; any other stdin
-    // is either handed over (uses_fds) or streamed (a closed one as an immediate EOF).
-    let forward_stdin = !uses_fds || stdio_kinds[0] == FdKind::Terminal;
+    // Keystrokes go to the command only when its stdin is the terminal and the shim is in
+    // its foreground; any other stdin is either handed over (uses_fds) or streamed (a
+    // closed one as an immediate EOF).
+    let forward_stdin = if stdio_kinds[0] == FdKind::Terminal {
+        foreground
+    } else {
+        !uses_fds
+    };
     let mut caller = None;
     let mut typed_ahead = Vec::new();
     if let (Some(fd), Some(started)) = (stdio.terminal_fd(), started_termios) {
@@ -184,7 +198,7 @@ fn run(argv: Vec<OsString>, socket: &std::path::Path) -> Outcome {
             (_, FdKind::Terminal) => 2,
             _ => fd,
         };
-        let mut terminal = CallerTerminal::new(fd, output_fd, out, started);
+        let mut terminal = CallerTerminal::new(fd, output_fd, out, started, foreground);
         let how = if stdio_kinds[0] == FdKind::Terminal && forward_stdin {
             typed_ahead = terminal.drain_typed_ahead();
             Takeover::Raw

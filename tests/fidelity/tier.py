@@ -41,10 +41,11 @@ except ImportError:  # pragma: no cover - reported to the caller
     sys.exit(2)
 
 # Tools the cases run that must be Clawrden shims on the "clawrden" side. (bash itself,
-# `script` and `timeout` stay real, as an agent runtime's own shell and helpers would.)
+# `script` and `timeout` stay real, as an agent runtime's own shell and helpers would;
+# so does `sleep`, which the test containers run as their PID 1.)
 TOOLS = [
-    "cat", "sort", "head", "python3", "ls", "grep", "diff", "xargs", "wc", "find",
-    "stty", "tput", "printf", "sleep", "tty", "git", "od",
+    "cat", "sort", "head", "tail", "python3", "ls", "grep", "diff", "xargs", "wc", "find",
+    "stty", "tput", "printf", "tty", "git", "od",
 ]
 
 PROMPT = re.compile(rb"@@rc=(\d+)@@ ")
@@ -58,6 +59,9 @@ CALC_PY = """def add(a, b):
 def mul(a, b):
     return a * b
 """
+
+# The command line of the long-running command the session interrupts.
+TAIL = b"tail\x00-f\x00/dev/null\x00"
 
 ISATTY = "python3 -c 'import sys; print(sys.stdin.isatty(), sys.stdout.isatty(), sys.stderr.isatty())'"
 
@@ -232,15 +236,17 @@ def session_cases():
             s.child.expect(PROMPT, timeout=1)
         except pexpect.TIMEOUT:
             return b""
-        raise AssertionError("sleep 3 ended within 1 s")
+        raise AssertionError("the command ended within 1 s")
 
+    # What the command prints, not the echo of the typed line (which holds the same words):
+    # keys typed before the command is ready would be echoed, or flushed by it.
     def curses_key(s):
-        shown = s.wait_for(rb"hi")
+        shown = s.wait_for(rb"\x1b\[2Jhi")
         s.child.send(b"q")
         return shown
 
     def password(s):
-        shown = s.wait_for(rb"pw: ")
+        shown = s.wait_for(rb"\r\npw: ")
         s.child.send(b"secret\n")
         return shown
 
@@ -299,11 +305,14 @@ def session_cases():
         ("a here-document", ["cat"], "cat <<'EOF'\nline one\n  line two\nEOF", None, None),
         ("stdin from a file", ["sort", "wc"], "sort < calc.py; wc -l < calc.py", None, None),
         ("exit statuses", ["python3"], "python3 -c 'raise SystemExit(7)'", None, None),
-        ("Ctrl-C kills the command with SIGINT and the prompt comes back", ["sleep"],
-         "sleep 30", wait_running(b"sleep\x0030\x00"), None),
+        ("Ctrl-C kills the command with SIGINT and the prompt comes back", ["tail"],
+         "tail -f /dev/null", wait_running(TAIL), None),
         ("nothing of it is left running", [], "echo after-ctrl-c", None, None),
-        ("a command outlives the harness's timeout", ["sleep"], "sleep 3", outlive_harness_timeout, None),
-        ("timeout(1) kills a command that outlives it", ["sleep"], "timeout 1 sleep 30", None, None),
+        # timeout(1) runs the command in a process group of its own, in the terminal's
+        # background: the command must still run (and print), not stop on SIGTTOU.
+        ("a command outlives the harness's timeout, then timeout(1)'s", ["python3", "timeout"],
+         "timeout 3 python3 -c \"import time; print('ran', flush=True); time.sleep(30)\"",
+         outlive_harness_timeout, None),
     ]
 
 
@@ -337,7 +346,7 @@ def oneshot_cases():
          "ls --color=auto /; grep --color=always add calc.py", b"", None),
         ("stderr and exit status", ["python3"],
          "python3 -c 'import sys; sys.stderr.write(\"err\\n\"); sys.exit(3)'", b"", None),
-        ("death by signal", ["sleep"], "sleep 30 & kill -TERM $!; wait $!; echo rc=$?", b"", None),
+        ("death by signal", ["tail"], "tail -f /dev/null & kill -TERM $!; wait $!; echo rc=$?", b"", None),
         ("nested calls: find | xargs wc -l", ["find", "xargs", "wc"],
          "find . -name '*.py' | xargs wc -l", b"", None),
         ("od of binary stdin", ["od"], "od -An -tx1", bytes(range(256)), None),
@@ -425,7 +434,7 @@ def run(direct, clawrden, label):
             report("session", name, problem)
             if name.startswith("Ctrl-C"):
                 for side in (direct, clawrden):
-                    left = side.running(b"sleep\x0030\x00")
+                    left = side.running(TAIL)
                     if left:
                         report("session", f"{name} ({side.name})", f"still running: pids {left}")
     finally:

@@ -139,6 +139,7 @@ fn run(options: &Options) -> Result<i32, HelperError> {
             _ => None,
         },
         master,
+        master_done: false,
         pty_input,
         stdin_w,
         outputs: [stdout_r, stderr_r],
@@ -433,6 +434,11 @@ struct Supervisor<'a> {
     child: Pid,
     chan: Channel,
     master: Option<PtyMaster>,
+    /// The PTY's output is complete (every slave descriptor was closed). The master stays
+    /// open until the command has ended: closing it would hang the terminal up, and the
+    /// command (which may have closed its descriptors just before it exits, as
+    /// close_stdout(3) does) would die of SIGHUP.
+    master_done: bool,
     /// The PTY's settings as last sent (what it started as at first).
     settings: Option<Termios>,
     pty_input: bool,
@@ -450,10 +456,14 @@ struct Supervisor<'a> {
 
 impl Supervisor<'_> {
     fn run(&mut self) -> i32 {
-        let stop = loop {
-            if let Some(stop) = self.step() {
-                break stop;
-            }
+        // Frames that arrived together with `Start` are already read.
+        let stop = match self.handle_buffered() {
+            Some(stop) => stop,
+            None => loop {
+                if let Some(stop) = self.step() {
+                    break stop;
+                }
+            },
         };
         match stop {
             Stop::Abandoned => {
@@ -488,7 +498,10 @@ impl Supervisor<'_> {
             return None;
         }
         if self.pty_input {
-            self.master.as_ref().map(|m| m.as_fd())
+            self.master
+                .as_ref()
+                .filter(|_| !self.master_done)
+                .map(|m| m.as_fd())
         } else {
             self.stdin_w.as_ref().map(|w| w.as_fd())
         }
@@ -513,7 +526,7 @@ impl Supervisor<'_> {
             }
             slots[2] = Some(fds.len());
             fds.push(PollFd::new(self.signal_fd.as_fd(), PollFlags::POLLIN));
-            if let Some(m) = &self.master {
+            if let (Some(m), false) = (&self.master, self.master_done) {
                 let mut ev = PollFlags::empty();
                 if room {
                     ev |= PollFlags::POLLIN;
@@ -577,19 +590,8 @@ impl Supervisor<'_> {
         }
         if !chan_rev.is_empty() {
             self.chan.fill();
-            loop {
-                match self.chan.next() {
-                    Ok(Some(msg)) => {
-                        if let Some(stop) = self.handle(msg) {
-                            return Some(stop);
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        eprintln!("clawrden: exec-helper: the warden broke the channel: {e}");
-                        return Some(Stop::Abandoned);
-                    }
-                }
+            if let Some(stop) = self.handle_buffered() {
+                return Some(stop);
             }
             if self.chan.in_closed {
                 return Some(Stop::Abandoned);
@@ -614,6 +616,24 @@ impl Supervisor<'_> {
             return Some(Stop::Abandoned);
         }
         ended.map(Stop::Ended)
+    }
+
+    /// Handles every complete frame already read from the channel.
+    fn handle_buffered(&mut self) -> Option<Stop> {
+        loop {
+            match self.chan.next() {
+                Ok(Some(msg)) => {
+                    if let Some(stop) = self.handle(msg) {
+                        return Some(stop);
+                    }
+                }
+                Ok(None) => return None,
+                Err(e) => {
+                    eprintln!("clawrden: exec-helper: the warden broke the channel: {e}");
+                    return Some(Stop::Abandoned);
+                }
+            }
+        }
     }
 
     fn handle(&mut self, msg: ChannelMsg) -> Option<Stop> {
@@ -698,9 +718,9 @@ impl Supervisor<'_> {
     }
 
     /// Reads one chunk of the PTY's output. At its end (EIO: every slave closed) the
-    /// master is closed.
+    /// master is no longer read (but stays open, see `master_done`).
     fn read_master(&mut self) -> Read {
-        let Some(m) = &self.master else {
+        let (Some(m), false) = (&self.master, self.master_done) else {
             return Read::Done;
         };
         let mut buf = vec![0u8; MAX_IO_PAYLOAD as usize];
@@ -716,7 +736,7 @@ impl Supervisor<'_> {
         }
         // EIO (or end): the terminal's output is complete; stdin to it is over too.
         self.notice_settings();
-        self.master = None;
+        self.master_done = true;
         if self.pty_input {
             self.stdin_closed = true;
             self.granted += self.pending_stdin.len() as u32;
@@ -769,7 +789,7 @@ impl Supervisor<'_> {
         self.pending_stdin.clear();
         loop {
             let mut more = false;
-            if self.master.is_some() && self.read_master() == Read::Data {
+            if self.read_master() == Read::Data {
                 more = true;
             }
             for i in 0..2 {

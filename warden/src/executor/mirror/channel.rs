@@ -58,6 +58,11 @@ async fn write_frames(
         if stdin.write_all(&frame).await.is_err() {
             return;
         }
+        // The attach connection buffers: what is written must go out now (a signal, the
+        // last bytes of stdin), unless more is already queued behind it.
+        if frames.is_empty() && stdin.flush().await.is_err() {
+            return;
+        }
     }
     // Every sender is gone: the warden is done with the call. Closing the exec's stdin
     // tells the helper so (it kills whatever is left of the tree).
