@@ -1,7 +1,7 @@
 //! `clawrden-shim exec-helper`: supervises one command for an executor.
 //!
 //! ```text
-//! clawrden-shim exec-helper [--tty] [--grace-ms N] [--cwd DIR]
+//! clawrden-shim exec-helper [--tty | --framed] [--grace-ms N] [--cwd DIR]
 //!                           [--uid U --gid G [--groups G1,G2,...]]
 //!                           [--original-root DIR] [--request-id ID] [--env-keep N1,N2,...]
 //!                           [--hex] [--no-parent-death] -- PROGRAM ARGV0 [ARGS...]
@@ -21,7 +21,10 @@
 //! arguments and the `--cwd` value are hex-encoded (Docker's API carries UTF-8 only).
 //! `--no-parent-death`: no SIGUSR1 when the parent dies. Under `docker exec` the parent is
 //! the container runtime's short-lived process, not the executor; the mirror executor
-//! kills the tree with `--kill` instead.
+//! tells the helper over its channel instead. `--tty`: the helper's stdio include a
+//! terminal (the local executor's PTY), which becomes the command's controlling terminal.
+//! `--framed`: the helper's stdin and stdout are the executor channel, over which it is
+//! told how to set up the command's descriptors and moves their I/O (see [`framed`]).
 //!
 //! The helper is a child subreaper, so every process the command starts, even one that
 //! double-forks into a new session, stays its descendant. That makes "kill the whole tree"
@@ -30,7 +33,7 @@
 //! SIGINT/SIGTERM/SIGHUP/SIGQUIT/SIGWINCH to the command's process group and finally
 //! mirrors the command's status: the same exit code, or death by the same signal.
 //!
-//! The helper never writes to stdout, and to stderr only when it fails itself.
+//! Unframed, the helper never writes to stdout, and to stderr only when it fails itself.
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};

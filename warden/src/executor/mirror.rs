@@ -580,6 +580,44 @@ mod tests {
     }
 
     #[test]
+    fn each_descriptor_of_the_caller_is_planned_as_its_kind() {
+        let mut req = request(&[b"cat"], b"/");
+        assert_eq!(
+            start_frame(&req),
+            Start {
+                stdio: [StdioPlan::Pipe; 3],
+                terminal: None
+            }
+        );
+        let settings = clawrden_protocol::Termios {
+            iflag: 1,
+            oflag: 2,
+            cflag: 3,
+            lflag: 4,
+            cc: vec![3],
+        };
+        let size = WinSize {
+            rows: 30,
+            cols: 100,
+            xpixel: 0,
+            ypixel: 0,
+        };
+        req.stdio = [FdKind::Terminal, FdKind::File, FdKind::Closed];
+        req.terminal = Some(clawrden_protocol::Terminal {
+            termios: settings.clone(),
+            size,
+            term: b"xterm".to_vec(),
+        });
+        assert_eq!(
+            start_frame(&req),
+            Start {
+                stdio: [StdioPlan::Terminal, StdioPlan::Pipe, StdioPlan::Null],
+                terminal: Some((settings, size)),
+            }
+        );
+    }
+
+    #[test]
     fn exec_spec_refuses_an_empty_tool_path() {
         let mut req = request(&[b"cat"], b"/");
         req.tool_path.clear();

@@ -180,3 +180,96 @@ pub async fn read_helper(
     }
     end
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clawrden_protocol::channel::write_io;
+    use clawrden_protocol::channel::ChannelKind;
+
+    fn stream_of(chunks: Vec<LogOutput>) -> ExecOutput {
+        Box::pin(futures_util::stream::iter(chunks.into_iter().map(Ok)))
+    }
+
+    fn frame(msg: ChannelMsg) -> Vec<u8> {
+        let mut b = Vec::new();
+        ChannelFrame::single(msg).encode(&mut b).unwrap();
+        b
+    }
+
+    #[tokio::test]
+    async fn a_helper_cannot_grant_more_stdin_than_the_window() {
+        let window = Arc::new(Semaphore::new(STDIN_WINDOW as usize));
+        window.acquire_many(1000).await.unwrap().forget();
+        let (tx, _rx) = mpsc::channel(8);
+        let bytes = frame(ChannelMsg::StdinWindow(u32::MAX));
+        let end = read_helper(
+            stream_of(vec![LogOutput::StdOut {
+                message: bytes.into(),
+            }]),
+            tx,
+            window.clone(),
+        )
+        .await;
+        assert_eq!(window.available_permits(), STDIN_WINDOW as usize);
+        assert!(end.outcome.is_none() && end.broken.is_none());
+    }
+
+    #[tokio::test]
+    async fn frames_split_across_chunks_become_output_in_order_then_the_outcome() {
+        let mut all = Vec::new();
+        write_io(&mut all, ChannelKind::TtyOut, SINGLE_CALL, b"a\r\n");
+        all.extend(frame(ChannelMsg::Stdout(b"out".to_vec())));
+        all.extend(frame(ChannelMsg::Signaled(2)));
+        // Every byte in its own chunk, and the helper's own stderr in between.
+        let mut chunks: Vec<LogOutput> = all
+            .iter()
+            .map(|b| LogOutput::StdOut {
+                message: vec![*b].into(),
+            })
+            .collect();
+        chunks.insert(
+            3,
+            LogOutput::StdErr {
+                message: b"note\n".to_vec().into(),
+            },
+        );
+        let (tx, mut rx) = mpsc::channel(64);
+        let window = Arc::new(Semaphore::new(STDIN_WINDOW as usize));
+        let end = read_helper(stream_of(chunks), tx, window).await;
+        assert_eq!(end.outcome, Some(Outcome::Signaled(2)));
+        let mut got = Vec::new();
+        while let Ok(item) = rx.try_recv() {
+            got.push(item);
+        }
+        assert_eq!(
+            got,
+            [
+                StreamOut::Stderr(b"note\n".to_vec()),
+                StreamOut::TtyOut(b"a\r\n".to_vec()),
+                StreamOut::Stdout(b"out".to_vec()),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_frame_only_the_warden_sends_breaks_the_channel() {
+        let (tx, _rx) = mpsc::channel(8);
+        let window = Arc::new(Semaphore::new(STDIN_WINDOW as usize));
+        let mut bytes = frame(ChannelMsg::Kill);
+        bytes.extend(frame(ChannelMsg::Exit(0)));
+        let end = read_helper(
+            stream_of(vec![LogOutput::StdOut {
+                message: bytes.into(),
+            }]),
+            tx,
+            window,
+        )
+        .await;
+        assert_eq!(
+            end.broken.as_deref(),
+            Some("the exec-helper sent a Kill frame, which only the warden sends")
+        );
+        assert_eq!(end.outcome, None, "nothing after the break is believed");
+    }
+}
