@@ -41,6 +41,25 @@ pub fn accept(request: &Request, fds: Vec<OwnedFd>) -> Option<PassedFds> {
     Some(passed)
 }
 
+/// Why `argv` cannot run with `executor`, which can (`passes`) or cannot give a command the
+/// caller's descriptors; with `stream_only` (the warden's --stream-only) none does.
+pub fn refusal(
+    argv: &[Vec<u8>],
+    executor: &str,
+    passes: bool,
+    stream_only: bool,
+) -> Option<String> {
+    if passes && !stream_only {
+        return None;
+    }
+    let who = if passes {
+        format!("the {executor} executor with --stream-only")
+    } else {
+        format!("the {executor} executor")
+    };
+    unreachable_reference(argv, &who)
+}
+
 /// Why `argv` cannot run where descriptors cannot be passed (`who`: "the mirror
 /// executor"): an argument names a descriptor above 2 of the caller's (`/dev/fd/63` from
 /// `diff <(a) <(b)`), which would not exist for the command; it would read nothing or

@@ -333,21 +333,19 @@ impl CallSession<'_> {
                 (Decided::Ask, verdict.reason.clone(), verdict.rule.clone())
             }
         };
-        let (decided, reason) = match (decided, &executor) {
-            (Decided::Allow | Decided::Ask, Some(e))
-                if !e.passes_fds() || self.shared.stream_only =>
-            {
-                let who = if e.passes_fds() {
-                    format!("the {executor_name} executor with --stream-only")
-                } else {
-                    format!("the {executor_name} executor")
-                };
-                match crate::descriptors::unreachable_reference(&self.request.argv, &who) {
-                    Some(why) => (Decided::Deny, why),
-                    None => (decided, reason),
-                }
-            }
-            _ => (decided, reason),
+        // A call naming a descriptor the executor cannot pass is denied, not asked.
+        let refusal = match (decided, &executor) {
+            (Decided::Allow | Decided::Ask, Some(e)) => crate::descriptors::refusal(
+                &self.request.argv,
+                &executor_name,
+                e.passes_fds(),
+                self.shared.stream_only,
+            ),
+            _ => None,
+        };
+        let (decided, reason) = match refusal {
+            Some(why) => (Decided::Deny, why),
+            None => (decided, reason),
         };
         let grant = if decided == Decided::Ask {
             control
