@@ -4,7 +4,8 @@
 //! clawrden-shim exec-helper [--tty | --framed] [--grace-ms N] [--cwd DIR]
 //!                           [--uid U --gid G [--groups G1,G2,...]]
 //!                           [--original-root DIR] [--request-id ID] [--env-keep N1,N2,...]
-//!                           [--hex] [--no-parent-death] -- PROGRAM ARGV0 [ARGS...]
+//!                           [--hex] [--no-parent-death] [--keep-fds N1,N2,...]
+//!                           -- PROGRAM ARGV0 [ARGS...]
 //! clawrden-shim exec-helper --kill --request-id ID [--signal SIG]
 //! ```
 //!
@@ -25,6 +26,9 @@
 //! terminal (the local executor's PTY), which becomes the command's controlling terminal.
 //! `--framed`: the helper's stdin and stdout are the executor channel, over which it is
 //! told how to set up the command's descriptors and moves their I/O (see [`framed`]).
+//! `--keep-fds`: the caller's descriptors above 2, which the command gets as they are;
+//! every other descriptor above 2 is closed for it (close-on-exec, set in the child), so
+//! nothing the helper inherited from its own parent reaches the command.
 //!
 //! The helper is a child subreaper, so every process the command starts, even one that
 //! double-forks into a new session, stays its descendant. That makes "kill the whole tree"
@@ -39,7 +43,7 @@ use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::fs::File;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -76,7 +80,8 @@ pub fn main(args: Vec<OsString>) -> ! {
         Err(e) => fail(&format!(
             "{e}\nusage: clawrden-shim exec-helper [--tty] [--grace-ms N] [--cwd DIR] \
              [--uid U --gid G [--groups G1,G2,...]] [--original-root DIR] [--request-id ID] \
-             [--env-keep NAMES] [--hex] [--no-parent-death] [--framed] -- PROGRAM ARGV0 [ARGS...]"
+             [--env-keep NAMES] [--hex] [--no-parent-death] [--framed] [--keep-fds N1,N2,...] \
+             -- PROGRAM ARGV0 [ARGS...]"
         )),
     };
     if options.framed {
@@ -140,6 +145,9 @@ struct Options {
     no_parent_death: bool,
     /// Stdio is the executor channel (see [`framed`]), not the command's.
     framed: bool,
+    /// Descriptors above 2 the command gets as they are (the caller's, placed by the
+    /// executor); every other one the helper has is closed for it.
+    keep_fds: Vec<RawFd>,
     /// Only these variables reach the command (all of the helper's when `None`).
     env_keep: Option<Vec<OsString>>,
     program: OsString,
@@ -156,6 +164,7 @@ impl Options {
         let (mut original_root, mut request_id, mut env_keep, mut hex) = (None, None, None, false);
         let mut no_parent_death = false;
         let mut framed = false;
+        let mut keep_fds = Vec::new();
         let mut it = args.into_iter();
         loop {
             let Some(arg) = it.next() else {
@@ -209,6 +218,23 @@ impl Options {
                 "--hex" => hex = true,
                 "--no-parent-death" => no_parent_death = true,
                 "--framed" => framed = true,
+                "--keep-fds" => {
+                    let list = value("--keep-fds")?;
+                    let list = list.to_string_lossy();
+                    for n in list.split(',').filter(|n| !n.is_empty()) {
+                        let fd = parse_id(OsStr::new(n), "--keep-fds")?;
+                        match RawFd::try_from(fd) {
+                            Ok(fd) if fd > 2 && fcntl(fd, FcntlArg::F_GETFD).is_ok() => {
+                                keep_fds.push(fd)
+                            }
+                            _ => {
+                                return Err(format!(
+                                    "--keep-fds: {n} is not an open descriptor above 2"
+                                ))
+                            }
+                        }
+                    }
+                }
                 other => return Err(format!("unknown option {other:?}")),
             }
         }
@@ -248,6 +274,7 @@ impl Options {
             request_id,
             no_parent_death,
             framed,
+            keep_fds,
             env_keep,
             program,
             argv,
@@ -490,6 +517,12 @@ fn prepare(options: &Options) -> Result<Result<Prepared, String>, HelperError> {
     if let Some(credentials) = &child_credentials {
         image.drop_privileges_to(credentials);
     }
+    // The command gets the caller's descriptors and the script its interpreter reads, and
+    // no other descriptor: nothing the helper inherited from its own parent leaks.
+    let mut keep = options.keep_fds.clone();
+    keep.extend(script_fd.as_ref().map(|fd| fd.as_raw_fd()));
+    keep.extend(image.inheritable_program_fd());
+    image.keep_only(keep);
     Ok(Ok(Prepared {
         image,
         _script_fd: script_fd,
@@ -757,6 +790,7 @@ mod tests {
                 request_id: None,
                 no_parent_death: false,
                 framed: false,
+                keep_fds: Vec::new(),
                 env_keep: None,
                 program: "/bin/ls".into(),
                 argv: os(&["ls", "-l"]),

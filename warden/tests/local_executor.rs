@@ -853,8 +853,15 @@ async fn extra_descriptors_reach_the_command_at_the_callers_numbers() {
 
 #[tokio::test]
 async fn no_descriptor_of_the_warden_reaches_the_command() {
-    // Descriptors of the warden's own (this test process has plenty: sockets, pipes of
-    // the runtime) are close-on-exec; only the passed one reaches the command.
+    // A descriptor the warden inherited without close-on-exec (from its parent: a service
+    // manager, a test runner) is inherited by the exec-helper too; it must not reach the
+    // command. Only the passed one does.
+    let stray = nix::fcntl::open(
+        "/dev/null",
+        nix::fcntl::OFlag::O_RDONLY,
+        nix::sys::stat::Mode::empty(),
+    )
+    .expect("open an inheritable descriptor");
     let mut req = request("leak", &["sh", "-c", "exec ls -l /proc/self/fd"]);
     req.stdio = [FdKind::Closed, FdKind::Pipe, FdKind::Pipe];
     req.fds = Some(PassedFds {
@@ -871,6 +878,11 @@ async fn no_descriptor_of_the_warden_reaches_the_command() {
         .filter_map(|l| l.split(" -> ").next()?.rsplit(' ').next()?.parse().ok())
         .collect();
     fds.sort_unstable();
+    let _ = nix::unistd::close(stray);
+    assert!(
+        !fds.contains(&(stray as u32)),
+        "the warden's {stray} leaked: {listing}"
+    );
     assert_eq!(fds, [0, 1, 2, 3, 7], "{listing}");
     assert!(listing.contains("3 -> /proc/"), "{listing}");
 }

@@ -51,6 +51,10 @@ pub struct ExecImage {
     tty: bool,
     /// Descriptors the child installs as its 0, 1 and 2 (`None`: it keeps the parent's).
     stdio: Option<[RawFd; 3]>,
+    /// Descriptors above 2 the command keeps; the child closes every other one on exec.
+    keep_fds: Vec<RawFd>,
+    /// Where the child's sweep stops when the kernel lacks close_range(2).
+    fd_limit: RawFd,
     // The pointer arrays below point into these; they must live as long as the image.
     _argv: Vec<CString>,
     _envp: Vec<CString>,
@@ -114,6 +118,10 @@ impl ExecImage {
             cwd: cwd_c,
             tty,
             stdio: None,
+            keep_fds: Vec::new(),
+            fd_limit: nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+                .map(|(soft, _)| soft.min(1 << 20) as RawFd)
+                .unwrap_or(1024),
             _argv: argv_c,
             _envp: envp_c,
             argv_ptrs,
@@ -132,6 +140,21 @@ impl ExecImage {
         debug_assert!(fds.iter().all(|&fd| fd > 2));
         self.stdio = Some(fds);
         self.tty = controlling_terminal;
+    }
+
+    /// The command keeps exactly `fds` of the descriptors above 2 (those stay open across
+    /// exec); the child marks every other one close-on-exec.
+    pub fn keep_only(&mut self, fds: Vec<RawFd>) {
+        self.keep_fds = fds;
+    }
+
+    /// The program's descriptor when it is inheritable (a script its interpreter reads
+    /// through `/dev/fd/N`).
+    pub fn inheritable_program_fd(&self) -> Option<RawFd> {
+        let fd = self.program_fd.as_ref()?.as_raw_fd();
+        let flags = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).ok()?;
+        (!nix::fcntl::FdFlag::from_bits_truncate(flags).contains(nix::fcntl::FdFlag::FD_CLOEXEC))
+            .then_some(fd)
     }
 
     /// Makes the child drop to `credentials` (setgroups, setgid, setuid, each checked)
@@ -202,6 +225,26 @@ fn child_exec(image: &mut ExecImage) -> ! {
                 126,
             );
         }
+    }
+    // Nothing but the kept descriptors crosses the exec.
+    // SAFETY: close_range takes plain integers; with CLOSE_RANGE_CLOEXEC it only sets flags.
+    let swept = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3 as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    } == 0;
+    if !swept {
+        for fd in 3..image.fd_limit {
+            // SAFETY: fcntl on a plain descriptor number; a closed one just fails.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        }
+    }
+    for &fd in &image.keep_fds {
+        // SAFETY: as above; clears close-on-exec on a descriptor the command keeps.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
     }
     for sig in 1..=MAX_SIGNAL {
         // SAFETY: installing SIG_DFL involves no handler code; invalid numbers (SIGKILL,

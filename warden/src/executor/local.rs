@@ -231,6 +231,15 @@ impl LocalExecutor {
         if pty.is_some() {
             cmd.arg("--tty");
         }
+        let extra = req
+            .fds
+            .as_mut()
+            .map(|f| std::mem::take(&mut f.extra))
+            .unwrap_or_default();
+        if !extra.is_empty() {
+            let numbers: Vec<String> = extra.iter().map(|(n, _)| n.to_string()).collect();
+            cmd.arg("--keep-fds").arg(numbers.join(","));
+        }
         cmd.arg("--grace-ms")
             .arg(req.grace.as_millis().to_string())
             .arg("--cwd")
@@ -250,8 +259,7 @@ impl LocalExecutor {
             // Last resort only: normally the helper is waited for (see `Helper`'s Drop).
             .kill_on_drop(true);
         let PassedFds {
-            stdio: mut passed,
-            extra,
+            stdio: mut passed, ..
         } = req.fds.take().unwrap_or_default();
         let mut streamed = [false; 3];
         for (i, kind) in req.stdio.iter().enumerate() {
@@ -270,7 +278,9 @@ impl LocalExecutor {
                 _ => cmd.stderr(stdio),
             };
         }
-        crate::sys::pass_fds_at(&mut cmd, extra)?;
+        if !extra.is_empty() {
+            crate::sys::pass_fds_at(&mut cmd, extra)?;
+        }
         let mut child = cmd.spawn()?;
         // Dropping the command (and the pty's own slave) closes the warden's copies of the
         // slave and the passed fds, so EOF and hangup reach their readers when the

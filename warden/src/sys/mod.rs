@@ -105,16 +105,15 @@ pub fn set_winsize(terminal: BorrowedFd<'_>, size: clawrden_protocol::WinSize) -
 }
 
 /// Makes the child that `cmd` starts find each `(number, fd)` at `number`, inheritable,
-/// whatever number `fd` has here (the caller's own descriptors at the caller's numbers),
-/// and no other descriptor above 2: every other one is made close-on-exec in the child,
-/// so nothing the warden itself inherited without close-on-exec (from its own parent, a
-/// service manager, a test runner) reaches a command.
+/// whatever number `fd` has here: the caller's own descriptors at the caller's numbers.
+/// (Any other descriptor the child inherits is closed for the command by the exec-helper,
+/// told which to keep.)
 ///
 /// Each descriptor is first duplicated (close-on-exec) above every target number, so no
-/// `dup2` in the child can overwrite a descriptor another one still needs. The child only
-/// calls `close_range` (or `fcntl` where the kernel lacks it) and `dup2`, which are
-/// async-signal-safe; `dup2` clears close-on-exec on the copy. The duplicates live in `cmd`
-/// and close when it is dropped.
+/// `dup2` in the child can overwrite a descriptor another one still needs; the child then
+/// only calls `dup2`, which is async-signal-safe and clears close-on-exec on the copy. The
+/// duplicates live in `cmd` and close when it is dropped. Only called with descriptors to
+/// place: a `pre_exec` hook makes the spawn a full fork instead of `posix_spawn`.
 pub fn pass_fds_at(cmd: &mut tokio::process::Command, fds: Vec<(u32, OwnedFd)>) -> io::Result<()> {
     let above = fds.iter().map(|(n, _)| *n).max().unwrap_or(2) as RawFd + 1;
     let mut moved = Vec::with_capacity(fds.len());
@@ -125,26 +124,11 @@ pub fn pass_fds_at(cmd: &mut tokio::process::Command, fds: Vec<(u32, OwnedFd)>) 
         // SAFETY: fcntl just returned this new descriptor; nothing else owns it.
         moved.push((target, unsafe { OwnedFd::from_raw_fd(high) }));
     }
-    // Known before the fork: the fallback sweep's bound.
-    let limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-        .map(|(soft, _)| soft.min(1 << 20) as RawFd)
-        .unwrap_or(1024);
-    // SAFETY: the closure runs in the forked child before exec and only calls close_range,
-    // fcntl and dup2 on plain descriptor numbers (the sources are kept open by the closure
-    // until the command is dropped), with no allocation and no locks.
+    // SAFETY: the closure runs in the forked child before exec and only calls dup2 on
+    // descriptors it owns (kept open by the closure until the command is dropped), with no
+    // allocation and no locks.
     unsafe {
         cmd.pre_exec(move || {
-            let swept = libc::syscall(
-                libc::SYS_close_range,
-                3 as libc::c_uint,
-                libc::c_uint::MAX,
-                libc::CLOSE_RANGE_CLOEXEC,
-            ) == 0;
-            if !swept {
-                for fd in 3..limit {
-                    libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
-                }
-            }
             for (target, fd) in &moved {
                 if libc::dup2(fd.as_raw_fd(), *target) == -1 {
                     return Err(io::Error::last_os_error());
