@@ -372,12 +372,14 @@ def run(direct, clawrden, label):
     failures = []
     ran = 0
 
-    def report(kind, name, problem):
+    def report(kind, name, problem, expected=False):
         nonlocal ran
         ran += 1
         if problem:
             failures.append(f"{kind}: {name}: {problem}")
             print(f"DIFF {kind}: {name}\n     {problem}")
+        elif expected:
+            print(f"OK   {kind}: {name} (differs from a direct run as it must here)")
         else:
             print(f"SAME {kind}: {name}")
 
@@ -394,7 +396,7 @@ def run(direct, clawrden, label):
         if expect is not None:
             problem = expect(label, c.stdout + c.stderr, c.returncode)
             if problem != "same as direct":
-                report("one-shot", name, problem)
+                report("one-shot", name, problem, expected=True)
                 continue
         problem = None
         if (d.returncode, d.stdout, d.stderr) != (c.returncode, c.stdout, c.stderr):
@@ -423,7 +425,7 @@ def run(direct, clawrden, label):
             if expect is not None:
                 problem = expect(label, c_out, c_rc)
                 if problem != "same as direct":
-                    report("session", name, problem)
+                    report("session", name, problem, expected=True)
                     continue
             problem = None
             if (d_out, d_rc) != (c_out, c_rc):
