@@ -7,10 +7,14 @@
 # Install: copies the shim to PREFIX/bin/clawrden-shim (root 0755); for each tool found in
 # PATH, moves the original (a file, or a symlink as a symlink) to PREFIX/originals/<its
 # absolute path> (the originals directory is root 0700, so only root, i.e. the warden's
-# exec-helper, can reach an original) and puts a symlink to the shim in its place. Each
-# moved tool gets one line in PREFIX/manifest. Running it again changes nothing for tools
-# that are already shimmed. The busybox binary itself is never moved: its applets are
-# symlinks to it and must keep working.
+# exec-helper, can reach an original) and puts a symlink to the shim in its place. A
+# binary (ELF) original is made execute-only (group and others lose the read bit): a
+# process started from a file its user cannot read is not dumpable, so nothing it spawns
+# (a hook, a pager, `find -exec`) can reach the original through /proc/PID/exe or fd/.
+# Each moved tool gets one line in PREFIX/manifest (with the mode it had, when it was
+# changed). Running it again changes nothing for tools that are already shimmed. The
+# busybox binary itself is never moved: its applets are symlinks to it and must keep
+# working.
 #
 # Uninstall: moves every original in the manifest back (same bytes, mode, owner; symlinks
 # with their original target) and removes PREFIX.
@@ -127,7 +131,7 @@ physical_path() {
 
 # Helper programs this script runs, resolved once; `util NAME ARGS` runs the moved original
 # when NAME is (or, during this run, becomes) one of the shimmed tools.
-UTILS="cp mv ln rm mkdir chmod chown chgrp readlink cmp id ls"
+UTILS="cp mv ln rm mkdir chmod chown chgrp readlink cmp id ls head"
 for u in $UTILS; do
     p=$(path_lookup "$u") || p=""
     [ -z "$p" ] || p=$(physical_path "$p") || p=""
@@ -192,6 +196,110 @@ fix_links() {
             say "original $path now points at $want (its target '$text' was not moved)"
         fi
     done <"$MANIFEST"
+}
+
+# Octal permission bits (special bits first) of an `ls -l` mode string: -rwsr-xr-x -> 4755.
+mode_octal() { # LS_MODE
+    rest=${1#?}
+    digits=""
+    special=0
+    for weight in 4 2 1; do
+        d=0
+        c=${rest%"${rest#?}"}
+        rest=${rest#?}
+        [ "$c" != r ] || d=$((d + 4))
+        c=${rest%"${rest#?}"}
+        rest=${rest#?}
+        [ "$c" != w ] || d=$((d + 2))
+        c=${rest%"${rest#?}"}
+        rest=${rest#?}
+        case $c in
+        x) d=$((d + 1)) ;;
+        s | t)
+            d=$((d + 1))
+            special=$((special + weight))
+            ;;
+        S | T) special=$((special + weight)) ;;
+        esac
+        digits=$digits$d
+    done
+    printf '%s%s\n' "$special" "$digits"
+}
+
+is_elf() { # PATH
+    [ "$(util head -c 4 "$1" 2>/dev/null)" = "$(printf '\177ELF')" ]
+}
+
+# Whether group or others may read PATH (a regular file, not followed if a symlink).
+readable_by_others() { # PATH
+    # shellcheck disable=SC2046 # the words of ls's line are what we want
+    set -- $(util ls -ldn "$1")
+    case $1 in
+    ????r* | ???????r*) return 0 ;;
+    esac
+    return 1
+}
+
+# A binary original that group or others can still read (and so could dump).
+readable_binary() { # PATH
+    [ -f "$1" ] && [ ! -L "$1" ] && is_elf "$1" && readable_by_others "$1"
+}
+
+# Makes a binary (ELF) original execute-only: no read bit for group and others. Prints its
+# mode before (octal) when there was one to remove, nothing otherwise. Scripts stay as they
+# are: their interpreter, running as the caller, must read them.
+execute_only() { # PATH
+    readable_binary "$1" || return 0
+    # shellcheck disable=SC2046 # the words of ls's line are what we want
+    set -- "$1" $(util ls -ldn "$1")
+    before=$(mode_octal "$2")
+    util chmod go-r "$1"
+    printf '%s\n' "$before"
+}
+
+# Dies unless every binary original in the manifest is execute-only.
+check_execute_only() {
+    [ -f "$MANIFEST" ] || return 0
+    while IFS="$TAB" read -r kind path rest; do
+        : "$rest"
+        [ "$kind" = file ] || continue
+        if readable_binary "$ORIG$path"; then
+            die "original $ORIG$path can still be read by group or others; it must be execute-only"
+        fi
+    done <"$MANIFEST"
+}
+
+# Whether an older install left a binary original readable (a `file` line with no mode).
+older_originals_readable() {
+    [ -f "$MANIFEST" ] || return 1
+    while IFS="$TAB" read -r kind path text rest; do
+        : "$rest"
+        if [ "$kind" = file ] && [ -z "$text" ] && readable_binary "$ORIG$path"; then
+            return 0
+        fi
+    done <"$MANIFEST"
+    return 1
+}
+
+# Makes the binary originals of an older install execute-only too, recording their mode in
+# the manifest. Touches nothing when nothing needs it (a second run changes nothing).
+harden_older_originals() {
+    older_originals_readable || return 0
+    : >"$MANIFEST.new"
+    while IFS="$TAB" read -r kind path text rest; do
+        line=$kind$TAB$path
+        [ -z "$text" ] || line=$line$TAB$text
+        [ -z "$rest" ] || line=$line$TAB$rest
+        if [ "$kind" = file ] && [ -z "$text" ]; then
+            mode=$(execute_only "$ORIG$path")
+            if [ -n "$mode" ]; then
+                line=$line$TAB$mode
+                say "original $path made execute-only (was $mode)"
+            fi
+        fi
+        printf '%s\n' "$line" >>"$MANIFEST.new"
+    done <"$MANIFEST"
+    util mv -f "$MANIFEST.new" "$MANIFEST"
 }
 
 # chown 0:0 and chmod, but only when needed: a second run must not touch anything (on
@@ -278,12 +386,18 @@ shim_tool() { # NAME
     else
         util mv -f "$path" "$ORIG$path"
         util ln -s "$SHIM" "$path"
-        printf 'file\t%s\n' "$path" >>"$MANIFEST"
-        say "$tool: shimmed $path (original moved to $ORIG$path)"
+        mode=$(execute_only "$ORIG$path")
+        if [ -n "$mode" ]; then
+            printf 'file\t%s\t%s\n' "$path" "$mode" >>"$MANIFEST"
+            say "$tool: shimmed $path (original moved to $ORIG$path, made execute-only; was $mode)"
+        else
+            printf 'file\t%s\n' "$path" >>"$MANIFEST"
+            say "$tool: shimmed $path (original moved to $ORIG$path)"
+        fi
     fi
 }
 
-restore_tool() { # KIND PATH TEXT OWNER
+restore_tool() { # KIND PATH TEXT OWNER (TEXT: a link's target, or a file's mode before)
     kind=$1
     path=$2
     o=$ORIG$path
@@ -305,6 +419,9 @@ restore_tool() { # KIND PATH TEXT OWNER
         util chown -h "$4" "$o"
     fi
     util mv -f "$o" "$path"
+    if [ "$kind" = file ] && [ -n "$3" ]; then
+        util chmod "$3" "$path"
+    fi
     say "restored $path"
 }
 
@@ -335,12 +452,14 @@ if [ "$UNINSTALL" -eq 1 ]; then
 fi
 
 install_shim
+harden_older_originals
 set -f
 for tool in $TOOLS; do
     shim_tool "$tool"
 done
 set +f
 fix_links
+check_execute_only
 if [ "$FAILED" -ne 0 ]; then
     die "some tools were not shimmed (see the warnings above)"
 fi

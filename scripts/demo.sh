@@ -29,6 +29,11 @@ Shimmed tools are in $demo/bin. In another terminal:
     $release/clawctl audit verify $demo/state/audit
 
 MSG
-# The warden resolves commands in its own PATH, so keep the shims out of it.
+# The warden looks commands up in its fixed command_path (the system directories), never
+# in the shims' directory. In this demo you are both the warden and the caller, so the
+# commands you allow run as you, the warden's own user: --allow-run-as-warden says that
+# is intended. A real deployment runs the warden as root (commands then run as their
+# callers) or names an unprivileged --run-as user (README.md, "Warden reference").
 exec "$release/clawrden-warden" --policy "$policy" --state-dir "$demo/state" \
-    --socket "$demo/warden.sock" --executor local --exec-helper "$release/clawrden-shim"
+    --socket "$demo/warden.sock" --executor local --exec-helper "$release/clawrden-shim" \
+    --allow-run-as-warden

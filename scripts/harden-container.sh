@@ -3,6 +3,14 @@
 #
 #   scripts/harden-container.sh BASE_IMAGE [--tools "curl git ..."] [--tag TAG]
 #                               [--user NAME] [--uid N] [--shim PATH]
+#                               [--accept-shell-bypass]
+#
+# First it looks at the base image's /bin/sh (one throw-away container): a shell that runs
+# `rm`, `cat` or `ls` in-process without looking at PATH (busybox built with
+# FEATURE_SH_STANDALONE, as Debian's busybox-static is) would bypass every shim, in every
+# shell, the agent's own included, so such a base is refused (exit 1) unless
+# --accept-shell-bypass is given. A multi-call busybox's applets stay reachable as
+# `busybox APPLET` without any shim: they are listed on stderr.
 #
 # The generated Dockerfile starts FROM BASE_IMAGE and, as root: creates the non-root user
 # (uid 1000 by default) if missing, removes setuid/setgid bits from every file on the root
@@ -23,6 +31,7 @@ USER_NAME=agent
 USER_UID=1000
 BASE=""
 BUILD_CMD="cargo build --release -p clawrden-shim --target x86_64-unknown-linux-musl"
+ACCEPT_SHELL_BYPASS=""
 
 die() {
     printf '%s: %s\n' "$PROG" "$*" >&2
@@ -32,11 +41,15 @@ die() {
 usage() {
     cat >&2 <<EOF
 usage: $PROG BASE_IMAGE [--tools "curl git ..."] [--tag TAG] [--user NAME] [--uid N] [--shim PATH]
+                          [--accept-shell-bypass]
   --tools LIST  tools to intercept (default: install-clawrden.sh's list)
   --tag TAG     tag of the hardened image (default: BASE_IMAGE's tag with -clawrden appended)
   --user NAME   the non-root user the agent runs as (default: agent)
   --uid N       its uid (and gid) when it has to be created (default: 1000)
   --shim PATH   the static shim (default: target/x86_64-unknown-linux-musl/release/clawrden-shim)
+  --accept-shell-bypass
+                build even when the base's /bin/sh runs applets in-process, so that
+                commands run by any shell in the image bypass the shims
 EOF
     exit 2
 }
@@ -53,6 +66,10 @@ while [ $# -gt 0 ]; do
         --shim) SHIM=$2 ;;
         esac
         shift 2
+        ;;
+    --accept-shell-bypass)
+        ACCEPT_SHELL_BYPASS=1
+        shift
         ;;
     -h | --help) usage ;;
     -*)
@@ -96,11 +113,55 @@ fi
 
 [ -f "$SHIM" ] || die "shim binary not found at $SHIM; build it with: $BUILD_CMD (after: rustup target add x86_64-unknown-linux-musl), or pass --shim PATH"
 command -v docker >/dev/null 2>&1 || die "docker CLI not found in PATH"
-docker image inspect "$BASE" >/dev/null 2>&1 || echo "$PROG: $BASE is not a local image; docker build will try to pull it" >&2
+docker image inspect "$BASE" >/dev/null 2>&1 || echo "$PROG: $BASE is not a local image; docker will try to pull it" >&2
 
 CTX=$(mktemp -d "${TMPDIR:-/tmp}/clawrden-harden.XXXXXX")
 trap 'rm -rf "$CTX"' EXIT
 trap 'exit 130' INT TERM
+
+# Looks at the base image's /bin/sh and busybox, as root, without network. Prints
+# `standalone` or `path` (whether the shell finds rm, cat or ls with no PATH at all),
+# then `busybox=PATH` (empty when there is none), then busybox's applets, one a line.
+PROBE='
+if (PATH=/nonexistent; command -v rm || command -v cat || command -v ls) >/dev/null 2>&1; then
+    echo standalone
+else
+    echo path
+fi
+bb=
+for c in /bin/busybox /usr/bin/busybox /sbin/busybox /usr/sbin/busybox; do
+    if [ -x "$c" ]; then bb=$c; break; fi
+done
+echo "busybox=$bb"
+if [ -n "$bb" ]; then "$bb" --list 2>/dev/null; fi
+'
+docker run --rm --network none --user 0 --entrypoint /bin/sh "$BASE" -c "$PROBE" >"$CTX/probe" 2>"$CTX/probe.err" ||
+    die "cannot look at $BASE's /bin/sh ($(tr '\n' ' ' <"$CTX/probe.err")); the image needs a /bin/sh to be hardened"
+SHELL_KIND=$(sed -n 1p "$CTX/probe")
+BUSYBOX=$(sed -n 's/^busybox=//p' "$CTX/probe")
+if [ "$SHELL_KIND" = standalone ]; then
+    if [ -z "$ACCEPT_SHELL_BYPASS" ]; then
+        die "refusing $BASE: its /bin/sh runs rm, cat and ls in-process without looking at PATH (a standalone busybox shell, as Debian's busybox-static builds it), so no command a shell runs (scripts, sh -c, the agent's own shell) ever reaches a shim. Use a base whose /bin/sh is dash or bash, or a busybox built without FEATURE_SH_STANDALONE and FEATURE_PREFER_APPLETS; --accept-shell-bypass builds it anyway."
+    fi
+    echo "$PROG: WARNING: $BASE's /bin/sh runs applets in-process (--accept-shell-bypass): commands run by any shell in the hardened image bypass the shims" >&2
+fi
+if [ -n "$BUSYBOX" ]; then
+    tools=$TOOLS
+    [ -n "$tools" ] || tools=$(sed -n 's/^TOOLS="\(.*\)"$/\1/p' "$ROOT/install-clawrden.sh" | head -n 1)
+    applets=$(sed '1,2d' "$CTX/probe" | tr '\n' ' ' | sed 's/ *$//')
+    count=$(sed '1,2d' "$CTX/probe" | grep -c . || true)
+    bypassed=""
+    set -f
+    for t in $tools; do
+        case " $applets " in *" $t "*) bypassed="$bypassed $t" ;; esac
+    done
+    set +f
+    # install-clawrden.sh never shims busybox itself (its applet symlinks need it).
+    echo "$PROG: WARNING: $BUSYBOX is a multi-call binary: its $count applets stay reachable as \`busybox APPLET\` without any shim" >&2
+    echo "$PROG: intercepted tools reachable that way:${bypassed:- none}" >&2
+    echo "$PROG: all applets: $applets" >&2
+fi
+
 cp "$SHIM" "$CTX/clawrden-shim"
 cp "$ROOT/install-clawrden.sh" "$CTX/install-clawrden.sh"
 chmod 0755 "$CTX/clawrden-shim" "$CTX/install-clawrden.sh"
@@ -131,11 +192,6 @@ chown 0:0 /run/clawrden
 chmod 0755 /run/clawrden
 chown "\$(id -u "\$user"):\$(id -g "\$user")" /workspace
 chmod 0755 /workspace
-# A busybox whose shell runs applets in-process (FEATURE_SH_STANDALONE, as in Debian's
-# busybox-static) never looks at PATH for them, so shell scripts bypass the shim.
-if [ -x /bin/busybox ] && [ "\$(PATH=/nonexistent /bin/busybox sh -c 'command -v rm' 2>/dev/null)" = rm ]; then
-    echo "WARNING: /bin/busybox sh runs applets itself (standalone shell): commands in busybox sh scripts are NOT intercepted" >&2
-fi
 EOF
 
 if [ -n "$TOOLS" ]; then

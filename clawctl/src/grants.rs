@@ -64,6 +64,7 @@ pub fn render(grants: &Value, now: i64) -> String {
     let mut t = Table::new(&[
         "ID",
         "PRISONER",
+        "FOR",
         "BY",
         "CREATED",
         "EXPIRES",
@@ -78,9 +79,15 @@ pub fn render(grants: &Value, now: i64) -> String {
         } else {
             format!("revoked {}", when(&g["revoked_at"], now))
         };
+        // Grants made before they bound uid and executor answer no call: shown as `-`.
+        let bound = match (&g["uid"], g["executor"].as_str()) {
+            (Value::Number(uid), Some(executor)) => format!("uid {uid}/{executor}"),
+            _ => "-".to_owned(),
+        };
         t.row(vec![
             text(&g["id"]),
             text(&g["prisoner"]),
+            bound,
             text(&g["created_by"]),
             when(&g["created_at"], now),
             expires,
@@ -106,15 +113,16 @@ mod tests {
     fn grants_table_shows_expiry_and_uses() {
         let now = table::parse_rfc3339("2026-01-01T01:00:00Z").unwrap();
         let g = json!({"grants": [{
-            "id": 3, "prisoner": "default", "argv": ["cat", "/etc/hosts"], "cwd": "/",
+            "id": 3, "prisoner": "default", "uid": 1000, "executor": "mirror",
+            "argv": ["cat", "/etc/hosts"], "cwd": "/",
             "created_by": "admin", "created_at": "2026-01-01T00:30:00.000Z",
             "expires_at": "2026-01-01T01:30:00.000Z", "revoked_at": null, "uses": 2,
             "last_used_at": "2026-01-01T00:59:50.000Z"
         }]});
         assert_eq!(
             render(&g, now),
-            "ID  PRISONER  BY     CREATED  EXPIRES  USES  LAST USED  CWD  COMMAND\n\
-             3   default   admin  30m ago  in 30m   2     10s ago    /    cat /etc/hosts\n"
+            "ID  PRISONER  FOR              BY     CREATED  EXPIRES  USES  LAST USED  CWD  COMMAND\n\
+             3   default   uid 1000/mirror  admin  30m ago  in 30m   2     10s ago    /    cat /etc/hosts\n"
         );
     }
 }

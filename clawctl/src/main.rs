@@ -151,7 +151,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     run(cli).unwrap_or_else(|e| {
-        eprintln!("clawctl: {e:#}");
+        // Errors may quote the warden's answers (reasons, ids): escaped like all output.
+        eprintln!("clawctl: {}", table::clean_lines(&format!("{e:#}")));
         let code = e
             .downcast_ref::<ApiError>()
             .map_or(client::exit::FAILURE, ApiError::exit_code);

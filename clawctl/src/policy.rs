@@ -90,9 +90,10 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<ExitCode> {
             };
             let explanation = policy.explain(&call);
             if json {
-                println!("{}", serde_json::to_string_pretty(&to_json(&explanation))?);
+                let text = serde_json::to_string_pretty(&to_json(&explanation))?;
+                println!("{}", crate::table::json_escape_hidden(&text));
             } else {
-                print!("{}", explanation.render());
+                print!("{}", crate::table::clean_lines(&explanation.render()));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -129,6 +130,21 @@ fn to_json(e: &Explanation) -> serde_json::Value {
             "rule": c.rule,
             "matched": c.matched,
             "why": c.why,
+            "flag": c.flag.as_ref().map(|m| json!({
+                "flag": m.flag,
+                "argument": m.argument,
+                "token": token_json(&m.token),
+                "form": m.form.as_str(),
+            })),
         })).collect::<Vec<_>>(),
+        "refused": e.refused,
     })
+}
+
+/// An argv token as the API writes it: a string, or `{"hex": ..}` when it is not UTF-8.
+fn token_json(token: &[u8]) -> serde_json::Value {
+    match std::str::from_utf8(token) {
+        Ok(text) => json!(text),
+        Err(_) => json!({ "hex": token.iter().map(|b| format!("{b:02x}")).collect::<String>() }),
+    }
 }

@@ -58,7 +58,7 @@ pub fn run(ctx: &Ctx, args: QueueArgs) -> anyhow::Result<ExitCode> {
 fn show(ctx: &Ctx, queue: &ApiJson, clear: bool) {
     if ctx.json {
         // Watching: one compact document per update, so a script can read line by line.
-        println!("{}", queue.value);
+        println!("{}", table::json_escape_hidden(&queue.value.to_string()));
     } else {
         let mut out = String::new();
         if clear {

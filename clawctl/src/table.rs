@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use clawrden_policy::is_invisible_or_control;
 use serde_json::Value;
 
 /// Columns separated by two spaces, each as wide as its widest cell; the last column
@@ -60,9 +61,11 @@ impl Table {
 }
 
 /// Escapes control characters (ESC, CR, newlines, ...) so text from a prisoner (argv,
-/// cwd, reasons) cannot move the cursor or rewrite the operator's screen.
+/// cwd, reasons) cannot move the cursor or rewrite the operator's screen, and invisible
+/// and bidi characters (U+202E, U+200B, ...: see [`is_invisible_or_control`]) so a line
+/// cannot show one thing and hold another. Each becomes `\u{hex}`.
 pub fn clean(text: &str) -> String {
-    if !text.chars().any(char::is_control) {
+    if !text.chars().any(is_invisible_or_control) {
         return text.to_owned();
     }
     let mut out = String::with_capacity(text.len() + 8);
@@ -71,13 +74,18 @@ pub fn clean(text: &str) -> String {
             '\n' => out.push_str("\\n"),
             '\t' => out.push_str("\\t"),
             '\r' => out.push_str("\\r"),
-            c if c.is_control() => {
+            c if is_invisible_or_control(c) => {
                 let _ = write!(out, "\\u{{{:x}}}", c as u32);
             }
             c => out.push(c),
         }
     }
     out
+}
+
+/// [`clean`] for text of several lines: each line escaped, the line breaks kept.
+pub fn clean_lines(text: &str) -> String {
+    text.split('\n').map(clean).collect::<Vec<_>>().join("\n")
 }
 
 /// One argv token as the API sends it (a string, or `{"hex": ".."}` for non-UTF-8) as bytes.
@@ -238,11 +246,40 @@ pub fn emit(text: &str) {
     let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }
 
-/// Prints an API answer for `--json`: its bytes re-indented, nothing else changed.
+/// Prints an API answer for `--json`: its bytes re-indented, and invisible or control
+/// characters written as `\uXXXX` escapes (the same JSON value), nothing else changed.
 pub fn print_api_json(answer: &crate::client::ApiJson) {
-    let mut text = pretty(&answer.raw);
+    let mut text = json_escape_hidden(&pretty(&answer.raw));
     text.push('\n');
     emit(&text);
+}
+
+/// JSON text with every character [`is_invisible_or_control`] flags written as a `\uXXXX`
+/// escape (a surrogate pair above U+FFFF). Such characters can only stand inside JSON
+/// strings, where the escape denotes the same character: the document means the same,
+/// but a terminal showing it cannot be steered or made to show reordered text.
+pub fn json_escape_hidden(json: &str) -> String {
+    if !json.chars().any(is_invisible_or_control_unescaped) {
+        return json.to_owned();
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if is_invisible_or_control_unescaped(c) {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                let _ = write!(out, "\\u{unit:04x}");
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Newlines and tabs between JSON tokens are layout, not string content (inside strings
+/// they are always escaped already).
+fn is_invisible_or_control_unescaped(c: char) -> bool {
+    c != '\n' && c != '\t' && is_invisible_or_control(c)
 }
 
 /// Re-indents valid JSON text (two spaces, like serde_json's pretty printer) without
@@ -307,7 +344,8 @@ pub fn pretty(raw: &[u8]) -> String {
 
 /// Prints `value` as pretty JSON: what `--json` shows.
 pub fn print_json(value: &Value) {
-    let mut text = serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string());
+    let text = serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string());
+    let mut text = json_escape_hidden(&text);
     text.push('\n');
     emit(&text);
 }
@@ -316,6 +354,29 @@ pub fn print_json(value: &Value) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn json_output_escapes_hidden_characters_and_keeps_its_value() {
+        let value = json!({"argv": ["rm", "-rf", "/\u{202e}fdsa", "a\u{7f}\u{85}b", "tag\u{e0041}"], "n": 1});
+        let text = serde_json::to_string_pretty(&value).unwrap();
+        let escaped = json_escape_hidden(&text);
+        assert!(!escaped.chars().any(is_invisible_or_control_unescaped));
+        assert!(escaped.contains(r#""/\u202efdsa""#), "{escaped}");
+        assert!(escaped.contains(r#""a\u007f\u0085b""#), "{escaped}");
+        assert!(escaped.contains(r#""tag\udb40\udc41""#), "{escaped}");
+        let back: Value = serde_json::from_str(&escaped).unwrap();
+        assert_eq!(back, value);
+        assert_eq!(json_escape_hidden(&pretty(text.as_bytes())), escaped);
+    }
+
+    #[test]
+    fn clean_escapes_bidi_and_invisible_characters() {
+        assert_eq!(
+            clean("rm -rf /\u{202e}gpj.txt\u{200b}\u{feff}\x1b[2J"),
+            "rm -rf /\\u{202e}gpj.txt\\u{200b}\\u{feff}\\u{1b}[2J"
+        );
+        assert_eq!(clean_lines("a\u{2066}\nb"), "a\\u{2066}\nb");
+    }
 
     #[test]
     fn table_aligns_columns_and_does_not_pad_the_last() {

@@ -19,7 +19,9 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<ExitCode> {
                     .id
                     .as_deref()
                     .map(|i| i.parse::<u64>().map_or_else(|_| json!(i), |n| json!(n)));
-                json!({ "id": id, "kind": ev.event, "data": data }).to_string()
+                table::json_escape_hidden(
+                    &json!({ "id": id, "kind": ev.event, "data": data }).to_string(),
+                )
             } else {
                 clean(&format_event(ev, table::now_ms()))
             };

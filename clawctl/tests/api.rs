@@ -108,6 +108,8 @@ impl Warden {
             .arg("--exec-helper")
             .arg(&shim)
             .args(["--executor", "local", "--log-format", "json"])
+            // The test's own user calls and runs the commands (as any user, root included).
+            .arg("--allow-run-as-warden")
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
             .env_clear()

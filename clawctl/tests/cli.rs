@@ -3,8 +3,6 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use sha2::{Digest, Sha256};
-
 fn clawctl(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_clawctl"))
         .args(args)
@@ -31,11 +29,9 @@ fn write(path: &Path, body: &str) -> String {
     path.display().to_string()
 }
 
+/// Lowercase hex SHA-256 (what an audit line's `prev` holds of the line before it).
 fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    clawrden_audit::link_hash(bytes)
 }
 
 const POLICY: &str = "version: 1\nrules:\n\
@@ -140,8 +136,76 @@ fn policy_explain_json() {
                 "env": {"pass": [], "drop": []}
             },
             "checks": [{"index": 0, "rule": "git-read", "matched": true,
-                        "why": "command `git` matches `git`; args match `status **`"}]
+                        "why": "command `git` matches `git`; args match `status **`",
+                        "flag": null}],
+            "refused": null
         })
+    );
+}
+
+const FLAGS_POLICY: &str = "version: 1\nrules:\n\
+  - {name: no-recursive-rm, command: rm, flags: [-r, -R, --recursive], action: deny, reason: \"recursive \\u202edelete\"}\n";
+
+#[test]
+fn policy_explain_shows_which_option_matched() {
+    let dir = scratch("explain-flags");
+    let file = write(&dir.join("policy.yaml"), FLAGS_POLICY);
+    let run = |json: bool| {
+        let mut args = vec![
+            "policy", "explain", "--policy", &file, "--cwd", "/", "--uid", "0",
+        ];
+        if json {
+            args.push("--json");
+        }
+        args.extend(["--", "rm", "-v", "--recur", "build"]);
+        clawctl(&args)
+    };
+    let out = run(false);
+    assert_eq!(out.status.code(), Some(0));
+    // The reason holds a bidi override (U+202E): escaped, never printed raw.
+    assert_eq!(
+        text(&out.stdout),
+        "rule 1 no-recursive-rm: MATCH: command `rm` matches `rm`; flags: flag `--recursive` is argument 2 `--recur` (an abbreviation getopt_long accepts)\n\
+         verdict: deny (rule no-recursive-rm)\n\
+         reason: recursive \\u{202e}delete\n\
+         executor: mirror\n\
+         timeout: 2m\n"
+    );
+    let out = run(true);
+    assert_eq!(out.status.code(), Some(0));
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        value["checks"][0]["flag"],
+        serde_json::json!({"flag": "--recursive", "argument": 2, "token": "--recur", "form": "abbreviated"})
+    );
+}
+
+#[test]
+fn policy_explain_refuses_an_argv0_that_is_not_a_command_name() {
+    let dir = scratch("explain-name");
+    let file = write(&dir.join("policy.yaml"), FLAGS_POLICY);
+    let out = clawctl(&[
+        "policy",
+        "explain",
+        "--policy",
+        &file,
+        "--cwd",
+        "/",
+        "--uid",
+        "0",
+        "--",
+        "/usr/bin/rm/.",
+        "-rf",
+        "/",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        text(&out.stdout),
+        "refused before any rule: argv[0] /usr/bin/rm/. ends in `.` or `..`, which is not a command name; call the tool by its name\n\
+         verdict: deny (argv[0] is not a command name)\n\
+         reason: argv[0] /usr/bin/rm/. ends in `.` or `..`, which is not a command name; call the tool by its name\n\
+         executor: mirror\n\
+         timeout: 2m\n"
     );
 }
 
@@ -178,6 +242,9 @@ fn audit_lines(first: u64, n: u64, prev: &str) -> Vec<String> {
         .collect()
 }
 
+/// What verify says about lines written before the audit was keyed.
+const UNKEYED: &str = "integrity only: the hash chain is intact, but no line carries a mac (written before the audit was keyed), so whoever could write the file could have recomputed it";
+
 fn joined(lines: &[String]) -> String {
     lines.iter().map(|l| format!("{l}\n")).collect()
 }
@@ -202,7 +269,7 @@ fn audit_verify_file_dir_and_tampering() {
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(
         text(&out.stdout),
-        format!("ok: 5 events, seq 1..5, head {head}\n")
+        format!("ok: 5 events, seq 1..5, head {head}\n{UNKEYED}\n")
     );
 
     // Only the current file: a later start is noted, not an error.
@@ -212,7 +279,7 @@ fn audit_verify_file_dir_and_tampering() {
         text(&out.stdout),
         format!(
             "{current}: chain starts at seq 4 (earlier events were not given, so the link to them is not checked)\n\
-             ok: 2 events, seq 4..5, head {head}\n"
+             ok: 2 events, seq 4..5, head {head}\n{UNKEYED}\n"
         )
     );
 

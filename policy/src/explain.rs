@@ -2,15 +2,19 @@
 
 use std::fmt::Write as _;
 
-use crate::{format_duration, Verdict};
+use crate::{format_duration, FlagMatch, Verdict};
 
 /// The verdict for a call and the rule checks that led to it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Explanation {
     /// What `decide` returns for the same call.
     pub verdict: Verdict,
-    /// Every rule up to and including the one that matched (all rules if none did).
+    /// Every rule up to and including the one that matched (all rules if none did);
+    /// empty when the call was refused before any rule.
     pub checks: Vec<RuleCheck>,
+    /// Why the call was refused before any rule was consulted (`argv[0]` is not a
+    /// command name), if it was.
+    pub refused: Option<String>,
 }
 
 /// One rule checked against the call.
@@ -24,13 +28,17 @@ pub struct RuleCheck {
     pub matched: bool,
     /// Why it did or did not match, concretely.
     pub why: String,
+    /// For a matching rule with `flags`: which argument gave which flag.
+    pub flag: Option<FlagMatch>,
 }
 
 impl Explanation {
     /// A readable multi-line report ending with the verdict, executor and timeout.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        if self.checks.is_empty() {
+        if let Some(refused) = &self.refused {
+            let _ = writeln!(out, "refused before any rule: {refused}");
+        } else if self.checks.is_empty() {
             out.push_str("the policy has no rules\n");
         }
         for check in &self.checks {
@@ -47,6 +55,9 @@ impl Explanation {
         match &v.rule {
             Some(rule) => {
                 let _ = writeln!(out, "verdict: {} (rule {rule})", v.action);
+            }
+            None if self.refused.is_some() => {
+                let _ = writeln!(out, "verdict: {} (argv[0] is not a command name)", v.action);
             }
             None => {
                 let _ = writeln!(

@@ -5,9 +5,12 @@
 
 #![forbid(unsafe_code)]
 
+mod command_name;
 mod duration;
+mod env_hooks;
 mod error;
 mod explain;
+mod flags;
 mod glob;
 mod matcher;
 mod quote;
@@ -20,12 +23,14 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+pub use command_name::{command_name, BadCommandName};
 pub use duration::{format_duration, parse_duration};
 pub use error::PolicyError;
 pub use explain::{Explanation, RuleCheck};
+pub use flags::{Flag, FlagForm, FlagMatch};
 pub use glob::Glob;
 pub use matcher::{ArgPattern, ArgsRegex};
-pub use quote::shell_quote;
+pub use quote::{is_invisible_or_control, shell_quote, INVISIBLE_OR_CONTROL};
 
 use matcher::Prepared;
 
@@ -177,6 +182,8 @@ pub struct Verdict {
     pub ghost: Option<GhostSpec>,
     /// Environment pass/drop lists of the rule.
     pub env: EnvRule,
+    /// The rule's `run_as` user: who a warden-side command runs as.
+    pub run_as: Option<String>,
 }
 
 /// One rule of a policy.
@@ -186,6 +193,7 @@ pub struct Rule {
     command: Option<Vec<Glob>>,
     args: Option<Vec<ArgPattern>>,
     args_regex: Option<ArgsRegex>,
+    flags: Option<Vec<Flag>>,
     cwd: Option<Glob>,
     uid: Option<Vec<u32>>,
     prisoner: Option<Vec<Glob>>,
@@ -195,6 +203,7 @@ pub struct Rule {
     executor: Option<ExecutorKind>,
     ghost: Option<GhostSpec>,
     env: EnvRule,
+    run_as: Option<String>,
 }
 
 impl Rule {
@@ -213,6 +222,10 @@ impl Rule {
     /// The `args_regex`, if any.
     pub fn args_regex(&self) -> Option<&ArgsRegex> {
         self.args_regex.as_ref()
+    }
+    /// The options of `flags`, if any (any one of them must appear).
+    pub fn flags(&self) -> Option<&[Flag]> {
+        self.flags.as_deref()
     }
     /// The `cwd` path glob, if any.
     pub fn cwd(&self) -> Option<&Glob> {
@@ -249,6 +262,10 @@ impl Rule {
     /// The rule's env pass/drop lists.
     pub fn env(&self) -> &EnvRule {
         &self.env
+    }
+    /// The user a warden-side command of this rule runs as, if the rule names one.
+    pub fn run_as(&self) -> Option<&str> {
+        self.run_as.as_deref()
     }
 }
 
@@ -327,8 +344,12 @@ impl Policy {
         &self.rules
     }
 
-    /// The verdict for `call`: the first matching rule's, else the policy default.
+    /// The verdict for `call`: a deny when `argv[0]` is not a command name (see
+    /// [`command_name`]), else the first matching rule's, else the policy default.
     pub fn decide(&self, call: &Call<'_>) -> Verdict {
+        if let Err(bad) = command_name(call.argv) {
+            return self.refusal(&bad);
+        }
         let prepared = Prepared::new(call);
         match self.rules.iter().find(|r| r.miss(&prepared).is_none()) {
             Some(rule) => self.rule_verdict(rule),
@@ -339,6 +360,13 @@ impl Policy {
     /// The verdict for `call` and, for every rule up to the match, why it did or did not
     /// match.
     pub fn explain(&self, call: &Call<'_>) -> Explanation {
+        if let Err(bad) = command_name(call.argv) {
+            return Explanation {
+                verdict: self.refusal(&bad),
+                checks: Vec::new(),
+                refused: Some(bad.to_string()),
+            };
+        }
         let prepared = Prepared::new(call);
         let mut checks = Vec::new();
         for (index, rule) in self.rules.iter().enumerate() {
@@ -348,6 +376,7 @@ impl Policy {
                     rule: rule.name.clone(),
                     matched: false,
                     why: miss.to_string(),
+                    flag: None,
                 }),
                 None => {
                     checks.push(RuleCheck {
@@ -355,10 +384,15 @@ impl Policy {
                         rule: rule.name.clone(),
                         matched: true,
                         why: rule.describe_match(&prepared),
+                        flag: rule
+                            .flags
+                            .as_deref()
+                            .and_then(|f| flags::find(f, call.argv)),
                     });
                     return Explanation {
                         verdict: self.rule_verdict(rule),
                         checks,
+                        refused: None,
                     };
                 }
             }
@@ -366,6 +400,21 @@ impl Policy {
         Explanation {
             verdict: self.default_verdict(),
             checks,
+            refused: None,
+        }
+    }
+
+    /// The deny for a call whose `argv[0]` is not a command name: no rule is consulted.
+    fn refusal(&self, bad: &BadCommandName) -> Verdict {
+        Verdict {
+            action: Action::Deny,
+            rule: None,
+            reason: bad.to_string(),
+            timeout: self.default_timeout,
+            executor: self.default_executor,
+            ghost: None,
+            env: EnvRule::default(),
+            run_as: None,
         }
     }
 
@@ -386,6 +435,7 @@ impl Policy {
             executor: rule.executor.unwrap_or(self.default_executor),
             ghost: rule.ghost.clone(),
             env: rule.env.clone(),
+            run_as: rule.run_as.clone(),
         }
     }
 
@@ -398,6 +448,7 @@ impl Policy {
             executor: self.default_executor,
             ghost: None,
             env: EnvRule::default(),
+            run_as: None,
         }
     }
 }

@@ -4,6 +4,7 @@ use std::fmt;
 
 use regex::bytes::{Regex, RegexBuilder};
 
+use crate::flags::{self, Flag};
 use crate::glob::Glob;
 use crate::quote::shell_quote;
 use crate::{Call, Rule};
@@ -131,6 +132,9 @@ pub(crate) enum Miss<'a> {
         line: &'a str,
         regex: &'a ArgsRegex,
     },
+    Flags {
+        flags: &'a [Flag],
+    },
     Cwd {
         got: &'a [u8],
         pattern: &'a Glob,
@@ -205,6 +209,9 @@ impl fmt::Display for Miss<'_> {
             Miss::Regex { line, regex } => {
                 write!(f, "args_regex `{}` does not match `{line}`", regex.as_str())
             }
+            Miss::Flags { flags: listed } => {
+                write!(f, "flags: no argument gives {}", flags::list(listed))
+            }
             Miss::Cwd { got, pattern } => {
                 write!(f, "cwd `{}` does not match `{pattern}`", shell_quote(got))
             }
@@ -249,6 +256,11 @@ impl Rule {
             let line = p.line();
             if !regex.is_match(line.as_bytes()) {
                 return Some(Miss::Regex { line, regex });
+            }
+        }
+        if let Some(listed) = &self.flags {
+            if flags::find(listed, call.argv).is_none() {
+                return Some(Miss::Flags { flags: listed });
             }
         }
         if let Some(pattern) = &self.cwd {
@@ -299,6 +311,13 @@ impl Rule {
                 regex.as_str(),
                 p.line()
             ));
+        }
+        if let Some(hit) = self
+            .flags
+            .as_deref()
+            .and_then(|f| flags::find(f, p.call.argv))
+        {
+            parts.push(format!("flags: {hit}"));
         }
         if let Some(g) = &self.cwd {
             parts.push(format!("cwd `{}` matches `{g}`", shell_quote(p.call.cwd)));

@@ -15,6 +15,7 @@ use serde::de::{
 };
 use serde::{Deserialize, Deserializer};
 
+use crate::flags::Flag;
 use crate::glob::{Glob, GlobMode};
 use crate::matcher::{ArgPattern, ArgsRegex};
 use crate::{Action, EnvRule, ExecutorKind, GhostSpec, Policy, PolicyError, Rule};
@@ -53,6 +54,8 @@ struct RawRule {
     #[serde(default, deserialize_with = "some")]
     args_regex: Option<ArgsRegex>,
     #[serde(default, deserialize_with = "some")]
+    flags: Option<FlagList>,
+    #[serde(default, deserialize_with = "some")]
     cwd: Option<PathGlob>,
     #[serde(default, deserialize_with = "some")]
     uid: Option<OneOrMany<u32>>,
@@ -69,6 +72,8 @@ struct RawRule {
     ghost: Option<RawGhost>,
     #[serde(default, deserialize_with = "some")]
     env: Option<RawEnv>,
+    #[serde(default, deserialize_with = "some")]
+    run_as: Option<UserName>,
 }
 
 #[derive(Deserialize)]
@@ -92,7 +97,7 @@ struct RawGhost {
 )]
 struct RawEnv {
     #[serde(default)]
-    pass: Vec<EnvName>,
+    pass: Vec<PassedEnvName>,
     #[serde(default)]
     drop: Vec<EnvName>,
 }
@@ -122,6 +127,15 @@ pub(crate) fn parse(src: &str, origin: &str, sha256: String) -> Result<Policy, P
             );
         }
         seen.insert(r.name.0.clone(), index);
+        if r.flags.is_some() && r.action == Action::Allow {
+            return fail(
+                &[Seg::Key("rules"), Seg::Index(index), Seg::Key("flags")],
+                format!(
+                    "rules[{index}].flags: rule `{}` allows, but `flags` errs toward matching (an option's value or an operand after `--` that looks like the flag counts too), so in an allow rule it would let through more than written; use flags in deny and ask rules, and `args` in allow rules",
+                    r.name.0
+                ),
+            );
+        }
         let executor = r.executor.unwrap_or(default_executor);
         if r.ghost.is_some() && executor != ExecutorKind::Ghost {
             return fail(
@@ -153,11 +167,21 @@ pub(crate) fn parse(src: &str, origin: &str, sha256: String) -> Result<Policy, P
                 ),
             );
         }
+        if r.run_as.is_some() && executor == ExecutorKind::Mirror {
+            return fail(
+                &[Seg::Key("rules"), Seg::Index(index), Seg::Key("run_as")],
+                format!(
+                    "rules[{index}].run_as: rule `{}` runs in the mirror executor, where a command always runs as its caller inside the prisoner; run_as applies to warden-side executors (local)",
+                    r.name.0
+                ),
+            );
+        }
         rules.push(Rule {
             name: r.name.0,
             command: r.command.map(|c| c.0),
             args: r.args.map(|a| a.0),
             args_regex: r.args_regex,
+            flags: r.flags.map(|f| f.0),
             cwd: r.cwd.map(|g| g.0),
             uid: r.uid.map(|u| u.0),
             prisoner: r.prisoner.map(|p| p.0.into_iter().map(|g| g.0).collect()),
@@ -176,6 +200,7 @@ pub(crate) fn parse(src: &str, origin: &str, sha256: String) -> Result<Policy, P
                 pass: e.pass.into_iter().map(|n| n.0).collect(),
                 drop: e.drop.into_iter().map(|n| n.0).collect(),
             }),
+            run_as: r.run_as.map(|u| u.0),
         });
     }
     Ok(Policy {
@@ -461,24 +486,102 @@ impl<'de> Deserialize<'de> for ArgsRegex {
     }
 }
 
+struct UserName(String);
+
+impl<'de> Deserialize<'de> for UserName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        from_str_with(d, "a user name", |s| {
+            let stem = s.strip_suffix('$').unwrap_or(s);
+            let valid = (1..=32).contains(&s.len())
+                && stem
+                    .bytes()
+                    .next()
+                    .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+                && stem
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+            if valid {
+                Ok(UserName(s.to_owned()))
+            } else {
+                Err(format!(
+                    "run_as `{s}` is not a user name (letters, digits, '_', '.', '-', starting with a letter or '_')"
+                ))
+            }
+        })
+    }
+}
+
 struct EnvName(String);
+
+/// `NAME` or `PREFIX*`, with NAME made of letters, digits and `_`, not starting with a digit.
+fn env_name(s: &str) -> Result<String, String> {
+    let stem = s.strip_suffix('*').unwrap_or(s);
+    let valid = stem
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && stem.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if valid {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "bad environment variable name `{s}`; write a name like HTTP_PROXY, or a prefix like LC_*"
+        ))
+    }
+}
 
 impl<'de> Deserialize<'de> for EnvName {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         from_str_with(d, "an environment variable name", |s| {
-            let stem = s.strip_suffix('*').unwrap_or(s);
-            let valid = stem
-                .bytes()
-                .next()
-                .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
-                && stem.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-            if valid {
-                Ok(EnvName(s.to_owned()))
+            env_name(s).map(EnvName)
+        })
+    }
+}
+
+/// An `env.pass` entry: a valid name that is not a loader, shell or tool hook.
+struct PassedEnvName(String);
+
+impl<'de> Deserialize<'de> for PassedEnvName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        from_str_with(d, "an environment variable name", |s| {
+            let name = env_name(s)?;
+            let Some((hook, why)) = crate::env_hooks::hook_passed_by(&name) else {
+                return Ok(PassedEnvName(name));
+            };
+            let what = if name.ends_with('*') {
+                format!("`{name}` would pass {hook}")
+            } else if hook == name {
+                format!("`{name}` cannot be passed to commands")
             } else {
-                Err(format!(
-                    "bad environment variable name `{s}`; write a name like HTTP_PROXY, or a prefix like LC_*"
-                ))
-            }
+                format!("`{name}` cannot be passed to commands ({hook})")
+            };
+            Err(format!(
+                "{what}: {why}, so whoever sets it chooses what the command runs; remove it from env.pass"
+            ))
+        })
+    }
+}
+
+struct FlagList(Vec<Flag>);
+
+impl<'de> Deserialize<'de> for FlagList {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let list = d.deserialize_any(OneOrManyVisitor::<FlagEntry> {
+            empty_error: Some(
+                "flags list is empty, so the rule could never match; list at least one option (like -r or --recursive) or remove the key",
+            ),
+            marker: PhantomData,
+        })?;
+        Ok(FlagList(list.0.into_iter().map(|f| f.0).collect()))
+    }
+}
+
+struct FlagEntry(Flag);
+
+impl<'de> Deserialize<'de> for FlagEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        from_str_with(d, "an option like -r or --recursive", |s| {
+            Flag::parse(s).map(FlagEntry)
         })
     }
 }

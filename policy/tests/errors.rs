@@ -15,7 +15,7 @@ fn each_error_class_points_at_the_offending_value() {
         ("version: 1\nrulez: []\n".into(), 2, 1,
          "unknown field `rulez`, expected one of `version`, `default_action`, `default_timeout`, `approval_timeout`, `default_executor`, `rules`"),
         (format!("{RULE}    comand: git\n"), 5, 5,
-         "rules[0]: unknown field `comand`, expected one of `name`, `command`, `args`, `args_regex`, `cwd`, `uid`, `prisoner`, `action`, `reason`, `timeout`, `executor`, `ghost`, `env`"),
+         "rules[0]: unknown field `comand`, expected one of `name`, `command`, `args`, `args_regex`, `flags`, `cwd`, `uid`, `prisoner`, `action`, `reason`, `timeout`, `executor`, `ghost`, `env`, `run_as`"),
         (format!("{RULE}    executor: ghost\n    ghost: {{image: x, gpu: 1}}\n"), 6, 23,
          "rules[0].ghost: unknown field `gpu`, expected one of `image`, `network`, `memory`, `cpus`, `pids`"),
         // Unknown actions and executors.
@@ -74,6 +74,11 @@ fn each_error_class_points_at_the_offending_value() {
          "rules[0].ghost.memory: bad memory size `12q`; write e.g. 256m or 1g"),
         (format!("{RULE}    executor: ghost\n    ghost: {{image: x, cpus: 0}}\n"), 6, 29,
          "rules[0].ghost.cpus: cpus must be a number greater than zero, not 0"),
+        // run_as: a user name, and only where a warden-side executor runs the command.
+        (format!("{RULE}    executor: local\n    run_as: \"de ploy\"\n"), 6, 13,
+         "rules[0].run_as: run_as `de ploy` is not a user name (letters, digits, '_', '.', '-', starting with a letter or '_')"),
+        (format!("{RULE}    run_as: deploy\n"), 5, 13,
+         "rules[0].run_as: rule `a` runs in the mirror executor, where a command always runs as its caller inside the prisoner; run_as applies to warden-side executors (local)"),
         // Other values.
         ("version: 2\n".into(), 1, 10, "version: unsupported policy version 2; this Clawrden reads `version: 1`"),
         ("rules: []\n".into(), 1, 1, "missing field `version`"),

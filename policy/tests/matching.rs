@@ -85,7 +85,8 @@ fn verdict_carries_rule_settings_and_generated_reasons() {
          \x20 ghost: { image: clawrden/fetch, network: egress, memory: 256m, cpus: 1.5, pids: 128 }\n\
          \x20 env: { pass: [HTTP_PROXY, LC_*], drop: [TERM] }\n\
          - {name: git-read, command: git, action: allow}\n\
-         - {name: no-rm, command: rm, action: deny, reason: use the trash}\n",
+         - {name: no-rm, command: rm, action: deny, reason: use the trash}\n\
+         - {name: deploy, command: kubectl, action: allow, run_as: deploy}\n",
     );
     let call = Call {
         argv: &words("wget http://x"),
@@ -119,6 +120,16 @@ fn verdict_carries_rule_settings_and_generated_reasons() {
     assert_eq!(v.env.drop, ["TERM"]);
     assert!(v.env.passes("LC_ALL") && v.env.passes("HTTP_PROXY") && !v.env.passes("HTTP"));
     assert!(v.env.drops("TERM") && !v.env.drops("TERMINAL"));
+    assert_eq!(v.run_as, None);
+    let call = Call {
+        argv: &words("kubectl apply"),
+        cwd: b"/",
+        uid: 0,
+        prisoner: "p",
+    };
+    let v = p.decide(&call);
+    assert_eq!(v.run_as.as_deref(), Some("deploy"));
+    assert_eq!(p.rules()[3].run_as(), Some("deploy"));
 
     let call = Call {
         argv: &words("git log"),
@@ -434,9 +445,9 @@ fn non_utf8_argv_matches_globs_bytewise() {
 }
 
 #[test]
-fn empty_argv_matches_only_rules_without_command() {
+fn empty_argv_is_refused_before_any_rule() {
     let p = policy(
-        "version: 1\nrules:\n\
+        "version: 1\ndefault_action: allow\nrules:\n\
          - {name: git, command: git, action: allow}\n\
          - {name: empty-args, args: [], action: ask}\n",
     );
@@ -447,8 +458,18 @@ fn empty_argv_matches_only_rules_without_command() {
         prisoner: "p",
     };
     let e = p.explain(&call);
-    assert_eq!(e.checks[0].why, "the call has an empty argv");
-    assert_eq!(e.verdict.rule.as_deref(), Some("empty-args"));
+    assert!(e.checks.is_empty());
+    assert_eq!(e.verdict.rule, None);
+    assert_eq!(e.verdict.action, Action::Deny);
+    assert_eq!(
+        e.render(),
+        "refused before any rule: the call has no argv[0]; there is no command to decide\n\
+         verdict: deny (argv[0] is not a command name)\n\
+         reason: the call has no argv[0]; there is no command to decide\n\
+         executor: mirror\n\
+         timeout: 2m\n"
+    );
+    assert_eq!(p.decide(&call), e.verdict);
 }
 
 fn explain_whys(

@@ -13,6 +13,7 @@
 
 pub mod channel;
 mod codec;
+pub mod exec_env;
 mod terminal;
 
 pub use codec::{DecodeError, Decoder, Encoder};

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Builds the base images that Clawrden's Docker tests harden, without any registry:
 #
-#   scripts/images/build.sh NAME...      # NAME: busybox bookworm bullseye bookworm-python bookworm-node
+#   scripts/images/build.sh NAME...      # NAME: busybox bookworm bullseye bookworm-python
+#                                        #   bookworm-node bookworm-git bookworm-systemd prometheus
 #   scripts/images/build.sh all
 #
 # Each image is tagged clawrden-test/NAME:latest and labelled with the hash of its recipe
@@ -25,7 +26,7 @@ MIRROR=${CLAWRDEN_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 ARCHIVE_MIRROR=http://archive.debian.org/debian
 LABEL=org.clawrden.test.recipe
 PATH_ENV=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-ALL="busybox bookworm bullseye bookworm-python bookworm-node"
+ALL="busybox bookworm bullseye bookworm-python bookworm-node bookworm-git bookworm-systemd prometheus"
 
 die() {
     echo "build.sh: $*" >&2
@@ -49,6 +50,9 @@ recipe() {
     bookworm | bullseye) echo "v$RECIPE_VERSION debootstrap minbase $1" ;;
     bookworm-python) echo "$(recipe bookworm) + python3 python3-pip" ;;
     bookworm-node) echo "$(recipe bookworm) + nodejs npm" ;;
+    bookworm-git) echo "$(recipe bookworm) + git" ;;
+    bookworm-systemd) echo "$(recipe bookworm) + systemd" ;;
+    prometheus) echo "$(recipe bookworm) + prometheus; /prometheus, user prometheus, entrypoint prometheus" ;;
     *) die "unknown image '$1' (known: $ALL)" ;;
     esac
 }
@@ -60,7 +64,7 @@ recipe_hash() {
 # Packages (and the image they are added to) for the derived images.
 parent_of() {
     case $1 in
-    bookworm-python | bookworm-node) echo bookworm ;;
+    bookworm-python | bookworm-node | bookworm-git | bookworm-systemd | prometheus) echo bookworm ;;
     *) echo "" ;;
     esac
 }
@@ -69,6 +73,9 @@ packages_of() {
     case $1 in
     bookworm-python) echo "python3 python3-pip" ;;
     bookworm-node) echo "nodejs npm" ;;
+    bookworm-git) echo "git" ;;
+    bookworm-systemd) echo "systemd" ;;
+    prometheus) echo "prometheus" ;;
     esac
 }
 
@@ -136,6 +143,10 @@ apt_install_rootfs() { # NAME DIR PACKAGES...
     dir=$2
     shift 2
     cp /etc/resolv.conf "$dir/etc/resolv.conf"
+    # No package may start its service inside the chroot (prometheus would keep running
+    # and hold the mount): policy-rc.d says no to every invoke-rc.d/deb-systemd-invoke.
+    printf '#!/bin/sh\nexit 101\n' >"$dir/usr/sbin/policy-rc.d"
+    chmod 0755 "$dir/usr/sbin/policy-rc.d"
     mount -t proc proc "$dir/proc"
     PROC_MOUNTED="$dir/proc"
     echo "    apt-get install $* (log: $log)"
@@ -147,6 +158,7 @@ apt_install_rootfs() { # NAME DIR PACKAGES...
     fi
     umount "$dir/proc"
     PROC_MOUNTED=""
+    rm -f "$dir/usr/sbin/policy-rc.d"
     rm -rf "$dir"/var/lib/apt/lists/* "$dir"/var/cache/apt/*.bin
     : >"$dir/etc/resolv.conf"
 }
@@ -178,6 +190,11 @@ build_tarball() { # NAME PARENT_TARBALL
         apt_install_rootfs "$1" "$WORK/rootfs" $(packages_of "$1")
         ;;
     esac
+    if [ "$1" = prometheus ]; then
+        # The layout of prom/prometheus: data in /prometheus, owned by the user it runs as.
+        mkdir -p "$WORK/rootfs/prometheus"
+        chroot "$WORK/rootfs" chown prometheus:prometheus /prometheus
+    fi
     rm -f "$CACHE/$1"-????????????????.tar # an older recipe of this image only
     pack_rootfs "$WORK/rootfs" "$TARBALL"
     cleanup
@@ -194,11 +211,17 @@ ensure_image() {
         return 0
     fi
     ensure_tarball "$name"
-    docker import \
-        --change "LABEL $LABEL=$hash" \
-        --change "ENV PATH=$PATH_ENV" \
-        --change 'CMD ["/bin/sh"]' \
-        "$TARBALL" "$tag" >/dev/null
+    set -- --change "LABEL $LABEL=$hash" --change "ENV PATH=$PATH_ENV"
+    case $name in
+    prometheus)
+        # Runs like prom/prometheus, so docker-compose.yml treats both images the same.
+        set -- "$@" --change 'USER prometheus' --change 'WORKDIR /prometheus' \
+            --change 'EXPOSE 9090' --change 'ENTRYPOINT ["/usr/bin/prometheus"]' \
+            --change 'CMD ["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus"]'
+        ;;
+    *) set -- "$@" --change 'CMD ["/bin/sh"]' ;;
+    esac
+    docker import "$@" "$TARBALL" "$tag" >/dev/null
     echo "$tag built (recipe $hash) in $(($(now) - start))s"
 }
 

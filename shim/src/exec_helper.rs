@@ -3,9 +3,9 @@
 //! ```text
 //! clawrden-shim exec-helper [--tty | --framed] [--grace-ms N] [--cwd DIR]
 //!                           [--uid U --gid G [--groups G1,G2,...]]
-//!                           [--original-root DIR] [--request-id ID] [--env-keep N1,N2,...]
-//!                           [--hex] [--no-parent-death] [--keep-fds N1,N2,...]
-//!                           -- PROGRAM ARGV0 [ARGS...]
+//!                           [--original-root DIR] [--request-id ID] [--env-block N]
+//!                           [--keep-fds FD,...] [--time-limit-ms N] [--cgroup DIR]
+//!                           [--hex] [--no-parent-death] -- PROGRAM ARGV0 [ARGS...]
 //! clawrden-shim exec-helper --kill --request-id ID [--signal SIG]
 //! ```
 //!
@@ -14,21 +14,28 @@
 //! to the caller's uid, gid and groups (checked) right before exec. The caller's processes
 //! therefore cannot signal the supervisor, so timeout and cancellation always reach the
 //! whole tree. With `--original-root` (the mirror executor, inside a prisoner), PROGRAM is
-//! the shimmed tool's path and the helper runs its original, saved under DIR by
-//! install-clawrden.sh (see [`original`]); without `--groups` the supplementary groups
+//! the command's *name* (the basename of ARGV0, which the policy decided on) and the
+//! helper runs the original of that name, saved under DIR by install-clawrden.sh and found
+//! by a fixed search order (see [`original`]); without `--groups` the supplementary groups
 //! are the user's from the container's /etc/group. `--request-id` only labels the process
-//! so that `--kill` (see [`kill`]) can find it. `--env-keep` passes only the named
-//! variables to the command (Docker adds its own to an exec). `--hex`: PROGRAM, the
-//! arguments and the `--cwd` value are hex-encoded (Docker's API carries UTF-8 only).
-//! `--no-parent-death`: no SIGUSR1 when the parent dies. Under `docker exec` the parent is
-//! the container runtime's short-lived process, not the executor; the mirror executor
-//! tells the helper over its channel instead. `--tty`: the helper's stdio include a
+//! so that `--kill` (see [`kill`]) can find it. `--env-block N`: the command's whole
+//! environment is the block in `CLAWRDEN_EXEC_ENV_0..N-1` (see
+//! `clawrden_protocol::exec_env`), so the caller's variables never become the helper's
+//! own; without it the command inherits the helper's environment. `--keep-fds`: the
+//! caller's descriptors above 2 (placed by the executor), which the command gets as they
+//! are; every other descriptor above 2 is closed for it (close-on-exec, set in the child)
+//! except the script an interpreter reads through /dev/fd/N, so nothing the helper
+//! inherited from its own parent reaches the command. `--time-limit-ms`: the helper kills
+//! the tree itself after that long (exit 124), even if the executor is gone. `--cgroup
+//! DIR`: the command's child joins the cgroup v2 DIR before it drops privileges, and the
+//! tree kill ends with `cgroup.kill`. `--hex`: PROGRAM, the arguments and the `--cwd`
+//! value are hex-encoded (Docker's API carries UTF-8 only). `--no-parent-death`: no
+//! SIGUSR1 when the parent dies. Under `docker exec` the parent is the container runtime's
+//! short-lived process, not the executor; the mirror executor tells the helper over its
+//! channel instead (`--kill` is its last resort). `--tty`: the helper's stdio include a
 //! terminal (the local executor's PTY), which becomes the command's controlling terminal.
 //! `--framed`: the helper's stdin and stdout are the executor channel, over which it is
 //! told how to set up the command's descriptors and moves their I/O (see [`framed`]).
-//! `--keep-fds`: the caller's descriptors above 2, which the command gets as they are;
-//! every other descriptor above 2 is closed for it (close-on-exec, set in the child), so
-//! nothing the helper inherited from its own parent reaches the command.
 //!
 //! The helper is a child subreaper, so every process the command starts, even one that
 //! double-forks into a new session, stays its descendant. That makes "kill the whole tree"
@@ -37,7 +44,8 @@
 //! SIGINT/SIGTERM/SIGHUP/SIGQUIT/SIGWINCH to the command's process group and finally
 //! mirrors the command's status: the same exit code, or death by the same signal.
 //!
-//! Unframed, the helper never writes to stdout, and to stderr only when it fails itself.
+//! Unframed, the helper never writes to stdout, and to stderr only when it fails itself or
+//! its own time limit ends the command.
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
@@ -56,6 +64,8 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{getpid, getppid, Gid, Pid, Uid};
 
+use clawrden_protocol::exec_env;
+
 use crate::sys::process::{self as sys_process, ChildCredentials, ExecImage};
 
 mod framed;
@@ -65,6 +75,8 @@ mod original;
 /// Exit status of the helper when it cannot do its own job (bad arguments, a failed
 /// syscall before the command started): the command could not be run.
 const EXIT_HELPER_FAILED: i32 = 126;
+/// Exit status when the helper's own `--time-limit-ms` ended the command (as `timeout`).
+const EXIT_TIME_LIMIT: i32 = 124;
 /// Default time between SIGTERM and SIGKILL for the process tree.
 const DEFAULT_GRACE: Duration = Duration::from_millis(2000);
 /// How long one SIGKILL round waits for children to be reaped before scanning again.
@@ -80,8 +92,8 @@ pub fn main(args: Vec<OsString>) -> ! {
         Err(e) => fail(&format!(
             "{e}\nusage: clawrden-shim exec-helper [--tty] [--grace-ms N] [--cwd DIR] \
              [--uid U --gid G [--groups G1,G2,...]] [--original-root DIR] [--request-id ID] \
-             [--env-keep NAMES] [--hex] [--no-parent-death] [--framed] [--keep-fds N1,N2,...] \
-             -- PROGRAM ARGV0 [ARGS...]"
+             [--env-block N] [--keep-fds FD,...] [--time-limit-ms N] [--cgroup DIR] [--hex] \
+             [--no-parent-death] [--framed] -- PROGRAM ARGV0 [ARGS...]"
         )),
     };
     if options.framed {
@@ -89,6 +101,13 @@ pub fn main(args: Vec<OsString>) -> ! {
     }
     match supervise(&options) {
         Ok(End::Killed) => std::process::exit(0),
+        Ok(End::TimeLimit(limit)) => {
+            eprintln!(
+                "clawrden: time limit of {} ms reached; process tree killed",
+                limit.as_millis()
+            );
+            std::process::exit(EXIT_TIME_LIMIT)
+        }
         Ok(End::Mirror(status)) => mirror(status),
         Ok(End::NotFound(message)) => {
             eprintln!(
@@ -145,11 +164,16 @@ struct Options {
     no_parent_death: bool,
     /// Stdio is the executor channel (see [`framed`]), not the command's.
     framed: bool,
+    /// The command's environment is this many `CLAWRDEN_EXEC_ENV_*` chunks (all of the
+    /// helper's own variables when `None`).
+    env_block: Option<usize>,
     /// Descriptors above 2 the command gets as they are (the caller's, placed by the
     /// executor); every other one the helper has is closed for it.
     keep_fds: Vec<RawFd>,
-    /// Only these variables reach the command (all of the helper's when `None`).
-    env_keep: Option<Vec<OsString>>,
+    /// The helper kills the tree itself after this long.
+    time_limit: Option<Duration>,
+    /// The cgroup v2 directory the command joins.
+    cgroup: Option<OsString>,
     program: OsString,
     /// `argv[0]` as the command should see it, then its arguments.
     argv: Vec<OsString>,
@@ -161,10 +185,11 @@ impl Options {
         let mut grace = DEFAULT_GRACE;
         let mut cwd = None;
         let (mut uid, mut gid, mut groups) = (None, None, None);
-        let (mut original_root, mut request_id, mut env_keep, mut hex) = (None, None, None, false);
+        let (mut original_root, mut request_id, mut hex) = (None, None, false);
         let mut no_parent_death = false;
         let mut framed = false;
-        let mut keep_fds = Vec::new();
+        let (mut env_block, mut keep_fds, mut time_limit, mut cgroup) =
+            (None, Vec::new(), None, None);
         let mut it = args.into_iter();
         loop {
             let Some(arg) = it.next() else {
@@ -205,36 +230,41 @@ impl Options {
                     }
                     request_id = Some(id);
                 }
-                "--env-keep" => {
-                    let list = value("--env-keep")?;
-                    env_keep = Some(
-                        list.as_bytes()
-                            .split(|&b| b == b',')
-                            .filter(|n| !n.is_empty())
-                            .map(|n| OsStr::from_bytes(n).to_owned())
-                            .collect(),
-                    );
+                "--env-block" => {
+                    let count = parse_number(&value("--env-block")?, "--env-block")?;
+                    let count = usize::try_from(count)
+                        .ok()
+                        .filter(|c| (1..=exec_env::MAX_CHUNKS).contains(c))
+                        .ok_or_else(|| {
+                            format!(
+                                "--env-block {count}: the count must be 1 to {}",
+                                exec_env::MAX_CHUNKS
+                            )
+                        })?;
+                    env_block = Some(count);
                 }
-                "--hex" => hex = true,
-                "--no-parent-death" => no_parent_death = true,
-                "--framed" => framed = true,
                 "--keep-fds" => {
                     let list = value("--keep-fds")?;
-                    let list = list.to_string_lossy();
-                    for n in list.split(',').filter(|n| !n.is_empty()) {
-                        let fd = parse_id(OsStr::new(n), "--keep-fds")?;
-                        match RawFd::try_from(fd) {
-                            Ok(fd) if fd > 2 && fcntl(fd, FcntlArg::F_GETFD).is_ok() => {
-                                keep_fds.push(fd)
-                            }
+                    for fd in list.to_string_lossy().split(',').filter(|f| !f.is_empty()) {
+                        let n = parse_number(OsStr::new(fd), "--keep-fds")?;
+                        match RawFd::try_from(n) {
+                            Ok(fd) if fd > 2 => keep_fds.push(fd),
                             _ => {
-                                return Err(format!(
-                                    "--keep-fds: {n} is not an open descriptor above 2"
-                                ))
+                                return Err(format!("--keep-fds: {n} is not a descriptor above 2"))
                             }
                         }
                     }
                 }
+                "--time-limit-ms" => {
+                    time_limit = Some(Duration::from_millis(parse_number(
+                        &value("--time-limit-ms")?,
+                        "--time-limit-ms",
+                    )?))
+                }
+                "--cgroup" => cgroup = Some(value("--cgroup")?),
+                "--hex" => hex = true,
+                "--no-parent-death" => no_parent_death = true,
+                "--framed" => framed = true,
                 other => return Err(format!("unknown option {other:?}")),
             }
         }
@@ -264,6 +294,22 @@ impl Options {
         if argv.is_empty() {
             return Err("missing ARGV0 after PROGRAM".into());
         }
+        if original_root.is_some() {
+            // The original is chosen by the name the policy decided on, nothing else.
+            if !original::is_plain_command_name(program.as_bytes()) {
+                return Err(format!(
+                    "with --original-root, PROGRAM must be a command name, not {:?}",
+                    program.to_string_lossy()
+                ));
+            }
+            if basename(argv[0].as_bytes()) != program.as_bytes() {
+                return Err(format!(
+                    "with --original-root, PROGRAM {:?} must be the basename of ARGV0 {:?}",
+                    program.to_string_lossy(),
+                    argv[0].to_string_lossy()
+                ));
+            }
+        }
         Ok(Options {
             tty,
             grace,
@@ -274,11 +320,21 @@ impl Options {
             request_id,
             no_parent_death,
             framed,
+            env_block,
             keep_fds,
-            env_keep,
+            time_limit,
+            cgroup,
             program,
             argv,
         })
+    }
+}
+
+/// The part of `path` after its last '/'.
+fn basename(path: &[u8]) -> &[u8] {
+    match path.iter().rposition(|&b| b == b'/') {
+        Some(slash) => &path[slash + 1..],
+        None => path,
     }
 }
 
@@ -341,6 +397,8 @@ enum End {
     Mirror(WaitStatus),
     /// `--original-root`: the tool has no original to run (exit 127).
     NotFound(String),
+    /// `--time-limit-ms` passed; the tree was killed.
+    TimeLimit(Duration),
 }
 
 /// The signals the helper handles through its signalfd.
@@ -380,20 +438,27 @@ fn supervise(options: &Options) -> Result<End, HelperError> {
     let Some(signal_fd) = begin_supervision(options)? else {
         return Ok(End::Killed);
     };
+    let deadline = options.time_limit.map(|limit| Instant::now() + limit);
     let mut prepared = match prepare(options)? {
         Ok(p) => p,
         Err(not_found) => return Ok(End::NotFound(not_found)),
     };
     let child = sys_process::spawn(&mut prepared.image).map_err(failed("fork"))?;
     drop(prepared);
+    let cgroup = options.cgroup.as_deref().map(Path::new);
 
     loop {
-        wait_for_signals(&signal_fd, None);
+        let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        if remaining == Some(Duration::ZERO) {
+            kill_tree(&signal_fd, options.grace, cgroup);
+            return Ok(End::TimeLimit(options.time_limit.unwrap_or_default()));
+        }
+        wait_for_signals(&signal_fd, remaining);
         let mut main_status = None;
         while let Some(info) = read_signal(&signal_fd) {
             match Signal::try_from(info.ssi_signo as i32) {
                 Ok(Signal::SIGUSR1) => {
-                    kill_tree(&signal_fd, options.grace);
+                    kill_tree(&signal_fd, options.grace, cgroup);
                     return Ok(End::Killed);
                 }
                 Ok(Signal::SIGCHLD) => {
@@ -406,7 +471,7 @@ fn supervise(options: &Options) -> Result<End, HelperError> {
             }
         }
         if let Some(status) = main_status {
-            kill_tree(&signal_fd, options.grace);
+            kill_tree(&signal_fd, options.grace, cgroup);
             return Ok(End::Mirror(status));
         }
     }
@@ -439,8 +504,23 @@ struct Prepared {
 /// Resolves the program (its original, with `--original-root`), opens it and builds the
 /// image the child executes. `Ok(Err(message))`: there is no such program (exit 127).
 fn prepare(options: &Options) -> Result<Result<Prepared, String>, HelperError> {
+    // Decoded before anything is opened, so a bad block fails before any side effect.
+    let env = command_environment(options)?;
+    if let Some(fd) = options
+        .keep_fds
+        .iter()
+        .find(|&&fd| fcntl(fd, FcntlArg::F_GETFD).is_err())
+    {
+        return Err(HelperError {
+            what: format!("--keep-fds {fd}"),
+            cause: "not an open descriptor".into(),
+        });
+    }
     let mut program = options.program.clone();
     let mut argv_owned = options.argv.clone();
+    // Descriptors the command keeps besides 0-2: the caller's `--keep-fds`, and the script
+    // an interpreter reads through /dev/fd/N (kept open until the fork).
+    let mut keep_fds = options.keep_fds.clone();
     let mut script_fd = None;
     // With credentials the helper stays root for the whole supervision: it opens the
     // program (or the original) now, as root, and only the forked child drops to the
@@ -451,14 +531,16 @@ fn prepare(options: &Options) -> Result<Result<Prepared, String>, HelperError> {
         Some(credentials) => {
             let fd = match &options.original_root {
                 Some(root) => {
-                    match original::resolve(
-                        Path::new(root),
-                        Path::new(&options.program),
-                        &options.argv,
-                    ) {
+                    match original::resolve(Path::new(root), &options.program, &options.argv) {
                         Ok(resolved) => {
                             program = resolved.program;
                             argv_owned = resolved.argv;
+                            if resolved.program_fd_inherited {
+                                keep_fds.push(resolved.program_fd.as_raw_fd());
+                            }
+                            if let Some(script) = &resolved.script_fd {
+                                keep_fds.push(script.as_raw_fd());
+                            }
                             script_fd = resolved.script_fd;
                             resolved.program_fd
                         }
@@ -471,7 +553,13 @@ fn prepare(options: &Options) -> Result<Result<Prepared, String>, HelperError> {
                         }
                     }
                 }
-                None => open_for_exec(&options.program)?,
+                None => {
+                    let (fd, inherited) = open_for_exec(&options.program)?;
+                    if inherited {
+                        keep_fds.push(fd.as_raw_fd());
+                    }
+                    fd
+                }
             };
             let mut credentials = credentials.clone();
             if options.lookup_groups {
@@ -487,20 +575,6 @@ fn prepare(options: &Options) -> Result<Result<Prepared, String>, HelperError> {
         None => (None, None),
     };
 
-    let env: Vec<Vec<u8>> = std::env::vars_os()
-        .filter(|(k, _)| {
-            options
-                .env_keep
-                .as_ref()
-                .is_none_or(|keep| keep.iter().any(|n| n == k))
-        })
-        .map(|(k, v)| {
-            let mut entry = k.into_vec();
-            entry.push(b'=');
-            entry.extend_from_slice(v.as_bytes());
-            entry
-        })
-        .collect();
     let argv: Vec<&OsStr> = argv_owned.iter().map(OsString::as_os_str).collect();
     let mut image = ExecImage::new(
         &program,
@@ -514,26 +588,50 @@ fn prepare(options: &Options) -> Result<Result<Prepared, String>, HelperError> {
         what: "cannot execute the command".into(),
         cause: e.0,
     })?;
+    if let Some(dir) = &options.cgroup {
+        image.join_cgroup(Path::new(dir)).map_err(|e| HelperError {
+            what: "cannot use the cgroup".into(),
+            cause: e.0,
+        })?;
+    }
     if let Some(credentials) = &child_credentials {
         image.drop_privileges_to(credentials);
     }
-    // The command gets the caller's descriptors and the script its interpreter reads, and
-    // no other descriptor: nothing the helper inherited from its own parent leaks.
-    let mut keep = options.keep_fds.clone();
-    keep.extend(script_fd.as_ref().map(|fd| fd.as_raw_fd()));
-    keep.extend(image.inheritable_program_fd());
-    image.keep_only(keep);
+    // Nothing but 0-2, the caller's descriptors and the script reaches the command:
+    // nothing the helper inherited from its own parent leaks.
+    image.keep_only(keep_fds);
     Ok(Ok(Prepared {
         image,
         _script_fd: script_fd,
     }))
 }
 
+/// The command's environment: the decoded `--env-block`, or every variable of the helper.
+fn command_environment(options: &Options) -> Result<Vec<Vec<u8>>, HelperError> {
+    match options.env_block {
+        Some(count) => exec_env::decode(count, |i| {
+            std::env::var_os(format!("{}{i}", exec_env::CHUNK_PREFIX)).map(OsString::into_vec)
+        })
+        .map_err(|cause| HelperError {
+            what: "cannot read the command's environment".into(),
+            cause,
+        }),
+        None => Ok(std::env::vars_os()
+            .map(|(k, v)| {
+                let mut entry = k.into_vec();
+                entry.push(b'=');
+                entry.extend_from_slice(v.as_bytes());
+                entry
+            })
+            .collect()),
+    }
+}
+
 /// Opens the program while still privileged. A script keeps the fd inheritable (no
 /// O_CLOEXEC) so that, run via `execveat(AT_EMPTY_PATH)`, its interpreter can read it
 /// through `/dev/fd/N`; any other program gets close-on-exec so the fd does not leak into
 /// the command.
-fn open_for_exec(program: &OsStr) -> Result<OwnedFd, HelperError> {
+fn open_for_exec(program: &OsStr) -> Result<(OwnedFd, bool), HelperError> {
     let file = File::open(program).map_err(|e| HelperError {
         what: format!("cannot open {}", program.to_string_lossy()),
         cause: e.to_string(),
@@ -545,7 +643,7 @@ fn open_for_exec(program: &OsStr) -> Result<OwnedFd, HelperError> {
         fcntl(fd.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::empty()))
             .map_err(failed("clearing FD_CLOEXEC on the program"))?;
     }
-    Ok(fd)
+    Ok((fd, is_script))
 }
 
 /// The supplementary groups of `uid`'s user in the group database (inside a prisoner:
@@ -630,8 +728,14 @@ fn forward(child: Pid, signal: Signal) {
 
 /// Kills every descendant: SIGTERM (plus SIGCONT so stopped ones act on it), up to `grace`
 /// for them to exit, then SIGKILL rounds over fresh scans until no child is left. Because
-/// the helper is a subreaper, "no child left" means no descendant left.
-fn kill_tree(signal_fd: &SignalFd, grace: Duration) {
+/// the helper is a subreaper, "no child left" means no descendant left. With a cgroup,
+/// everything still in it is killed too (`cgroup.kill`), whatever became of its parent.
+fn kill_tree(signal_fd: &SignalFd, grace: Duration, cgroup: Option<&Path>) {
+    kill_tree_in_rounds(signal_fd, grace, cgroup);
+    kill_cgroup(cgroup);
+}
+
+fn kill_tree_in_rounds(signal_fd: &SignalFd, grace: Duration, cgroup: Option<&Path>) {
     if !reap(None).children_left {
         return;
     }
@@ -653,6 +757,7 @@ fn kill_tree(signal_fd: &SignalFd, grace: Duration) {
         while read_signal(signal_fd).is_some() {}
     }
     loop {
+        kill_cgroup(cgroup);
         for pid in descendants(me) {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
@@ -661,6 +766,14 @@ fn kill_tree(signal_fd: &SignalFd, grace: Duration) {
         if !reap(None).children_left {
             return;
         }
+    }
+}
+
+/// SIGKILLs every process in the cgroup `dir` (`cgroup.kill`, Linux 5.14+). Best effort:
+/// the tree is killed by pid as well.
+fn kill_cgroup(dir: Option<&Path>) {
+    if let Some(dir) = dir {
+        let _ = std::fs::write(dir.join("cgroup.kill"), b"1");
     }
 }
 
@@ -790,8 +903,10 @@ mod tests {
                 request_id: None,
                 no_parent_death: false,
                 framed: false,
+                env_block: None,
                 keep_fds: Vec::new(),
-                env_keep: None,
+                time_limit: None,
+                cgroup: None,
                 program: "/bin/ls".into(),
                 argv: os(&["ls", "-l"]),
             }
@@ -804,6 +919,58 @@ mod tests {
         assert_eq!(o.grace, Duration::from_secs(2));
         assert!(!o.tty);
         assert_eq!(o.argv, os(&["echo", "--tty", "--"]));
+    }
+
+    #[test]
+    fn options_parse_env_block_kept_fds_time_limit_and_cgroup() {
+        let o = Options::parse(os(&[
+            "--env-block",
+            "2",
+            "--keep-fds",
+            "3,7",
+            "--time-limit-ms",
+            "1500",
+            "--cgroup",
+            "/sys/fs/cgroup/x",
+            "--",
+            "/bin/ls",
+            "ls",
+        ]))
+        .expect("valid");
+        assert_eq!(o.env_block, Some(2));
+        assert_eq!(o.keep_fds, [3, 7]);
+        assert_eq!(o.time_limit, Some(Duration::from_millis(1500)));
+        assert_eq!(o.cgroup, Some("/sys/fs/cgroup/x".into()));
+        assert_eq!(
+            Options::parse(os(&["--keep-fds", "2", "--", "/bin/ls", "ls"])).unwrap_err(),
+            "--keep-fds: 2 is not a descriptor above 2"
+        );
+        assert_eq!(
+            Options::parse(os(&["--env-block", "0", "--", "/bin/ls", "ls"])).unwrap_err(),
+            "--env-block 0: the count must be 1 to 48"
+        );
+    }
+
+    #[test]
+    fn with_original_root_the_program_is_the_name_argv0_was_invoked_as() {
+        let base = ["--original-root", "/o", "--uid", "1", "--gid", "1", "--"];
+        let parse = |rest: &[&str]| {
+            let mut args = base.to_vec();
+            args.extend_from_slice(rest);
+            Options::parse(os(&args))
+        };
+        assert_eq!(parse(&["cat", "/usr/bin/cat", "x"]).unwrap().program, "cat");
+        assert_eq!(parse(&["cat", "cat"]).unwrap().argv, os(&["cat"]));
+        assert_eq!(
+            parse(&["/usr/bin/rm", "cat"]).unwrap_err(),
+            "with --original-root, PROGRAM must be a command name, not \"/usr/bin/rm\""
+        );
+        assert_eq!(
+            parse(&["rm", "cat"]).unwrap_err(),
+            "with --original-root, PROGRAM \"rm\" must be the basename of ARGV0 \"cat\""
+        );
+        assert!(parse(&["..", ".."]).is_err());
+        assert!(parse(&["", "/usr/bin/rm/"]).is_err());
     }
 
     #[test]

@@ -19,8 +19,15 @@ struct Helper {
 
 impl Helper {
     fn start(script: &str) -> Helper {
+        Helper::start_with(&[], script)
+    }
+
+    /// With more exec-helper options before `--`.
+    fn start_with(options: &[&str], script: &str) -> Helper {
         let mut child = Command::new(SHIM)
-            .args(["exec-helper", "--framed", "--grace-ms", "300", "--"])
+            .args(["exec-helper", "--framed", "--grace-ms", "300"])
+            .args(options)
+            .arg("--")
             .args(["/bin/sh", "sh", "-c", script])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -214,6 +221,29 @@ fn kill_and_the_end_of_the_channel_kill_the_whole_tree() {
 }
 
 #[test]
+fn the_time_limit_kills_the_tree_while_the_warden_still_listens() {
+    // The warden never sends `Kill` (as if it hung): the helper's own limit ends the call.
+    let mut h = Helper::start_with(&["--time-limit-ms", "300"], "sleep 60 & echo $!; wait");
+    h.send(&[ChannelMsg::Start(pipes())]);
+    let c = h.collect();
+    let pid: i32 = String::from_utf8(c.stdout.clone())
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&c.stderr),
+        "clawrden: time limit of 300 ms reached; process tree killed\n"
+    );
+    assert_eq!(c.end, Some(ChannelMsg::Exit(124)));
+    assert_eq!(h.finish().code(), Some(0));
+    assert!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err(),
+        "the background sleep {pid} outlived the time limit"
+    );
+}
+
+#[test]
 fn the_terminal_starts_with_the_callers_settings_and_its_changes_come_back() {
     let mut settings = cooked();
     settings.oflag &= !libc::ONLCR;
@@ -291,7 +321,7 @@ fn a_tool_without_an_original_fails_with_a_not_found_frame() {
             "--original-root",
         ])
         .arg(&originals)
-        .args(["--", "/usr/bin/no-such-tool", "no-such-tool"])
+        .args(["--", "no-such-tool", "/usr/bin/no-such-tool"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -311,8 +341,7 @@ fn a_tool_without_an_original_fails_with_a_not_found_frame() {
         ChannelMsg::Failed(f) => {
             assert!(f.not_found, "{f:?}");
             assert!(
-                f.message
-                    .starts_with("cannot execute /usr/bin/no-such-tool: "),
+                f.message.starts_with("cannot execute no-such-tool: "),
                 "{f:?}"
             );
         }

@@ -33,7 +33,7 @@ rules:
     action: allow
   - name: no-recursive-rm
     command: rm
-    args: ["**", "-*r*", "**"]
+    flags: [-r, -R, --recursive]
     action: deny
     reason: recursive delete needs a person; ask the operator
   - name: git-push
@@ -45,12 +45,11 @@ rules:
     command: [curl]
     action: ask
     reason: network access leaves the prisoner
-  # Lets CLAWRDEN_SOCKET through so that the commands sh runs reach this warden again.
+  # The commands sh runs reach this warden again: the shims come first in the warden's
+  # command_path, and CLAWRDEN_SOCKET always reaches the command.
   - name: shell
     command: sh
     action: ask
-    env:
-      pass: [CLAWRDEN_SOCKET]
 """
 
 
@@ -109,6 +108,9 @@ class Warden:
             f"policy: {self.dir / 'policy.yaml'}",
             f"state_dir: {self.state}",
             "executors: [local]",
+            # The test's own user calls and runs the commands (as any user, root included).
+            "allow_run_as_warden: true",
+            f"command_path: {self.bin}:/usr/bin:/bin",
             f"exec_helper: {self.shim_bin}",
             "log_format: json",
             f"listen: 127.0.0.1:{self.port}",
@@ -155,14 +157,15 @@ class Warden:
         assert token.startswith("clwd_"), out.stdout
         return token
 
-    def call(self, tool: str, *args: str, prisoner: str = "agent-1") -> subprocess.Popen:
-        """Starts a shim call as `tool args...` from the given prisoner."""
+    def call(self, tool: str, *args: str, prisoner: str = "agent-1", env=None) -> subprocess.Popen:
+        """Starts a shim call as `tool args...` from the given prisoner (with `env` added
+        to its environment)."""
         # argv[0] is the bare tool name, as when a prisoner finds the shim through PATH.
         p = subprocess.Popen(
             [tool, *args], executable=str(self.bin / tool), cwd=self.work,
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env={"PATH": f"{self.bin}:/usr/bin:/bin", "HOME": "/",
-                 "CLAWRDEN_SOCKET": str(self.sockets[prisoner])},
+                 "CLAWRDEN_SOCKET": str(self.sockets[prisoner]), **(env or {})},
         )
         self.calls.append(p)
         return p

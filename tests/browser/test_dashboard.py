@@ -331,11 +331,74 @@ def test_policy_source_and_explain(dash, warden):
     dash.login()
     dash.go("policy")
     dash.wait(lambda d: "no-recursive-rm" in dash.find("#policy-source").text)
-    dash.find("#x-argv").send_keys("rm -rf '/tmp/some dir'")
+    dash.find("#x-argv").send_keys("rm -Rf '/tmp/some dir'")
     dash.find("#explain-form button[type=submit]").click()
     dash.wait(lambda d: dash.find("#explain-out").is_displayed()
               and "no-recursive-rm" in dash.find("#explain-out").text)
-    assert "deny" in dash.find("#explain-out").text
+    out = dash.find("#explain-out").text
+    assert "verdict: deny (rule no-recursive-rm)" in out
+    # Which option matched, and in which argument.
+    assert "flag `-R` is inside argument 1 `-Rf` (combined short options)" in out, out
+
+
+# Every character the dashboard must never put on the page raw (a subset of the list in
+# policy/src/quote.rs that covers each kind): C0 and C1 controls but the layout ones,
+# bidi embeddings, overrides and isolates, zero-width characters, BOM, tags.
+HIDDEN_SCAN = r"""
+    const hidden = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f\u061c\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff\u{e0000}-\u{e007f}]/u;
+    const found = [];
+    const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+    for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+      if (hidden.test(n.data)) found.push("text: " + JSON.stringify(n.data));
+    }
+    for (const e of document.body.querySelectorAll("*")) {
+      for (const a of e.attributes) {
+        if (hidden.test(a.value)) found.push(e.tagName + "@" + a.name + ": " + JSON.stringify(a.value));
+      }
+    }
+    return found;"""
+
+
+def test_hidden_characters_are_shown_as_escapes(dash, warden):
+    dash.login()
+    rlo, zwsp, lri, bom = "\u202e", "\u200b", "\u2066", "\ufeff"
+    # A file name that shows as "invoiceexe.pdf" where the override is honoured.
+    shim = warden.call("echo", f"invoice{rlo}fdp.exe", f"a{zwsp}b{bom}")
+    req = warden.wait_pending("invoice")
+    card = dash.card(req["id"])
+    argv = card.find_element(By.CSS_SELECTOR, ".argv").text
+    assert argv == "echo $'invoice\\xe2\\x80\\xaefdp.exe' $'a\\xe2\\x80\\x8bb\\xef\\xbb\\xbf'", argv
+    assert dash.js(HIDDEN_SCAN) == []
+    status, _, _ = warden.api("POST", f"/api/v1/requests/{req['id']}/deny", {"reason": f"not{lri} today"})
+    assert status == 200
+    shim.communicate(timeout=30)
+    dash.d.get(warden.base + "/#/request/" + req["id"])
+    dash.wait(lambda d: "not\\u{2066} today" in dash.find("#req-body").text)
+    assert dash.js(HIDDEN_SCAN) == []
+    dash.go("history")
+    dash.wait(lambda d: any("invoice" in r.text for r in dash.find_all("#history-rows tr")))
+    assert dash.js(HIDDEN_SCAN) == []
+
+
+def test_a_parent_claim_the_warden_cannot_verify_is_shown_as_unverified(dash, warden):
+    dash.login()
+    status, out, err = warden.run("printf", "finished-parent")
+    assert status == 0, err
+    _, page, _ = warden.api("GET", "/api/v1/history?q=finished-parent&limit=1")
+    finished = page["requests"][0]["id"]
+    # The claim comes from the caller's own environment: any process can make it.
+    shim = warden.call("echo", "orphan-claim", env={"CLAWRDEN_PARENT_REQUEST": finished})
+    req = warden.wait_pending("orphan-claim")
+    assert req["parent_request"] is None
+    assert req["unverified_parent"]["id"] == finished
+    dash.d.get(warden.base + "/#/request/" + req["id"])
+    reason = f"request {finished} is not running (it finished, or never existed)"
+    dash.wait(lambda d: "unverified" in dash.find("#req-body").text)
+    shown = dash.find("#req-body .unverified").text
+    assert shown == f"claims {finished} (unverified: {reason})", shown
+    assert dash.find_all(f'#req-body a[href="#/request/{finished}"]') == []
+    warden.deny_all_pending()
+    shim.communicate(timeout=30)
 
 
 def _assert_phone_layout(dash, where):

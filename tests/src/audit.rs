@@ -45,7 +45,7 @@ impl AuditEvent {
 
 /// Parses a whole audit file; panics naming the line if one is not a JSON object.
 /// A final line without '\n' (being written right now) is ignored.
-pub(crate) fn parse_audit(text: &str) -> Vec<AuditEvent> {
+pub fn parse_audit(text: &str) -> Vec<AuditEvent> {
     let complete = match text.rfind('\n') {
         Some(i) => &text[..=i],
         None => "",

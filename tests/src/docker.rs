@@ -11,7 +11,7 @@ use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use nix::fcntl::{Flock, FlockArg};
 
@@ -180,9 +180,22 @@ pub fn checkout_tag(name: &str) -> String {
 /// Builds `tag` from `base` with `scripts/harden-container.sh`, intercepting `tools`, with
 /// the static musl shim; returns the tag it printed.
 pub fn harden_image(base: &str, tools: &[&str], tag: &str) -> Result<String, String> {
+    harden_image_with(base, tools, tag, &[])
+}
+
+/// The option that lets harden-container.sh build from a base whose /bin/sh runs applets
+/// in-process (the busybox-static test image); tests pass it explicitly.
+pub const ACCEPT_SHELL_BYPASS: &str = "--accept-shell-bypass";
+
+/// The harden-container.sh command for `base`, `tools`, `tag` and `extra` options.
+pub fn harden_command(
+    base: &str,
+    tools: &[&str],
+    tag: &str,
+    extra: &[&str],
+) -> Result<Command, String> {
     let shim = musl_shim()?;
-    let script = repo_root().join("scripts/harden-container.sh");
-    let mut command = Command::new(&script);
+    let mut command = Command::new(repo_root().join("scripts/harden-container.sh"));
     command
         .arg(base)
         .arg("--tools")
@@ -190,8 +203,20 @@ pub fn harden_image(base: &str, tools: &[&str], tag: &str) -> Result<String, Str
         .arg("--tag")
         .arg(tag)
         .arg("--shim")
-        .arg(&shim);
-    let output = run_script(command, &format!("{} {base}", script.display()))?;
+        .arg(&shim)
+        .args(extra);
+    Ok(command)
+}
+
+/// [`harden_image`] with `extra` options for harden-container.sh.
+pub fn harden_image_with(
+    base: &str,
+    tools: &[&str],
+    tag: &str,
+    extra: &[&str],
+) -> Result<String, String> {
+    let command = harden_command(base, tools, tag, extra)?;
+    let output = run_script(command, &format!("scripts/harden-container.sh {base}"))?;
     let printed = String::from_utf8_lossy(&output.stdout).trim().to_string();
     if printed == tag {
         Ok(printed)
@@ -212,7 +237,7 @@ pub struct ExecOutput {
 }
 
 impl ExecOutput {
-    fn from_output(output: Output) -> Self {
+    pub(crate) fn from_output(output: Output) -> Self {
         ExecOutput {
             status: output.status.code(),
             stdout: output.stdout,
@@ -263,7 +288,8 @@ impl fmt::Debug for Container {
     }
 }
 
-fn unique_container_name() -> String {
+/// A container (or project) name no other test or checkout uses at the same time.
+pub(crate) fn unique_container_name() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -280,13 +306,25 @@ impl Container {
     /// Starts `image` detached with no network, running `sleep` as PID 1 so that commands
     /// can be exec'd into it. `extra_args` go to `docker run` before the image.
     pub fn start(image: &str, extra_args: &[&str]) -> Result<Self, String> {
+        Container::start_command(image, extra_args, "sleep", &["86400"])
+    }
+
+    /// Starts `image` detached with no network, running `entrypoint` with `args` as PID 1.
+    /// `extra_args` go to `docker run` before the image.
+    pub fn start_command(
+        image: &str,
+        extra_args: &[&str],
+        entrypoint: &str,
+        args: &[&str],
+    ) -> Result<Self, String> {
         let name = unique_container_name();
         let output = Command::new("docker")
             .args(["run", "--detach", "--network", "none", "--name", &name])
             .args(["--label", CONTAINER_LABEL])
-            .args(["--entrypoint", "sleep"])
+            .args(["--entrypoint", entrypoint])
             .args(extra_args)
-            .args([image, "86400"])
+            .arg(image)
+            .args(args)
             .stdin(Stdio::null())
             .output()
             .map_err(|e| format!("cannot run the docker CLI: {e}"))?;
@@ -558,8 +596,33 @@ impl MirrorWarden {
         );
         let config_path = self.dir.path().join("warden.yaml");
         std::fs::write(&config_path, config).map_err(|e| format!("write warden.yaml: {e}"))?;
-        let stderr = File::create(self.dir.path().join("warden.stderr"))
-            .map_err(|e| format!("create the warden's stderr file: {e}"))?;
+        self.spawn(&socket)
+    }
+
+    /// Starts the warden from the config [`MirrorWarden::start`] wrote (again, after
+    /// [`MirrorWarden::kill_hard`]: same state directory, same socket) and waits for its
+    /// socket. Its stderr is appended to the same log.
+    pub fn restart(&mut self) -> Result<(), String> {
+        let socket = self.socket_dir.join("warden.sock");
+        self.spawn(&socket)
+    }
+
+    /// SIGKILLs the warden (no clean-up of its own) and reaps it.
+    pub fn kill_hard(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn spawn(&mut self, socket: &Path) -> Result<(), String> {
+        let bins = binaries();
+        let config_path = self.dir.path().join("warden.yaml");
+        let stderr = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("warden.stderr"))
+            .map_err(|e| format!("open the warden's stderr file: {e}"))?;
         let child = Command::new(&bins.warden)
             .arg("--config")
             .arg(&config_path)
@@ -571,7 +634,7 @@ impl MirrorWarden {
         self.child = Some(child);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
-            if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+            if std::os::unix::net::UnixStream::connect(socket).is_ok() {
                 return Ok(());
             }
             if let Some(child) = self.child.as_mut() {
@@ -634,148 +697,4 @@ pub fn read_audit_dir(dir: &Path) -> Vec<AuditEvent> {
     parse_audit(&std::fs::read_to_string(dir.join("audit.jsonl")).unwrap_or_default())
 }
 
-/// The compose command installed here: the `docker compose` plugin, else docker-compose v1.
-pub fn compose_command() -> Result<Vec<String>, String> {
-    let plugin = Command::new("docker")
-        .args(["compose", "version"])
-        .stdin(Stdio::null())
-        .output();
-    if plugin.is_ok_and(|o| o.status.success()) {
-        return Ok(vec!["docker".into(), "compose".into()]);
-    }
-    let v1 = Command::new("docker-compose")
-        .arg("version")
-        .stdin(Stdio::null())
-        .output();
-    if v1.is_ok_and(|o| o.status.success()) {
-        return Ok(vec!["docker-compose".into()]);
-    }
-    Err("neither the docker compose plugin nor docker-compose is installed".into())
-}
-
-/// The repository's docker-compose.yml stack under a unique project name, brought up with
-/// `scripts/up.sh`; `down -v` when dropped.
-pub struct ComposeStack {
-    pub project: String,
-    pub prisoner_container: String,
-    pub api_port: u16,
-    compose: Vec<String>,
-    dir: TempDir,
-}
-
-impl fmt::Debug for ComposeStack {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ComposeStack")
-            .field("project", &self.project)
-            .finish()
-    }
-}
-
-impl ComposeStack {
-    /// Runs `scripts/up.sh` for a new project whose prisoner is built from `base_image`,
-    /// with `policy` and docker/warden.yaml naming this project's prisoner container.
-    /// Returns the stack and how long `up.sh` took.
-    pub fn up(base_image: &str, policy: &str) -> Result<(ComposeStack, Duration), String> {
-        let compose = compose_command()?;
-        let unique = unique_container_name();
-        let project = unique.replace("clawrden-test-", "clawrdentest");
-        let prisoner_container = format!("{unique}-prisoner");
-        let api_port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| format!("cannot find a free port: {e}"))?
-            .port();
-        let dir = TempDir::new("compose");
-        let config = std::fs::read_to_string(repo_root().join("docker/warden.yaml"))
-            .map_err(|e| format!("read docker/warden.yaml: {e}"))?
-            .replace(
-                "container: clawrden-prisoner",
-                &format!("container: {prisoner_container}"),
-            );
-        let config_path = dir.path().join("warden.yaml");
-        let policy_path = dir.path().join("policy.yaml");
-        std::fs::write(&config_path, config).map_err(|e| format!("write warden.yaml: {e}"))?;
-        std::fs::write(&policy_path, policy).map_err(|e| format!("write policy.yaml: {e}"))?;
-        let stack = ComposeStack {
-            project,
-            prisoner_container,
-            api_port,
-            compose,
-            dir,
-        };
-        let started = std::time::Instant::now();
-        let output = Command::new(repo_root().join("scripts/up.sh"))
-            .env("COMPOSE_PROJECT_NAME", &stack.project)
-            .env("CLAWRDEN_BASE_IMAGE", base_image)
-            .env("CLAWRDEN_PRISONER_CONTAINER", &stack.prisoner_container)
-            .env("CLAWRDEN_WARDEN_CONFIG", &config_path)
-            .env("CLAWRDEN_POLICY", &policy_path)
-            .env("CLAWRDEN_API_PORT", api_port.to_string())
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| format!("cannot run scripts/up.sh: {e}"))?;
-        let took = started.elapsed();
-        if !output.status.success() {
-            return Err(format!(
-                "scripts/up.sh failed ({}):\n{}{}",
-                output.status,
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            ));
-        }
-        Ok((stack, took))
-    }
-
-    /// Runs `docker compose -p PROJECT -f docker-compose.yml ARGS`.
-    pub fn compose(&self, args: &[&str]) -> Result<ExecOutput, String> {
-        let file = repo_root().join("docker-compose.yml");
-        let output = Command::new(&self.compose[0])
-            .args(&self.compose[1..])
-            .arg("-p")
-            .arg(&self.project)
-            .arg("-f")
-            .arg(&file)
-            .args(args)
-            .env("CLAWRDEN_PRISONER_CONTAINER", &self.prisoner_container)
-            .env(
-                "CLAWRDEN_WARDEN_CONFIG",
-                self.dir.path().join("warden.yaml"),
-            )
-            .env("CLAWRDEN_POLICY", self.dir.path().join("policy.yaml"))
-            .env("CLAWRDEN_API_PORT", self.api_port.to_string())
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| format!("cannot run {}: {e}", self.compose.join(" ")))?;
-        Ok(ExecOutput::from_output(output))
-    }
-
-    /// The prisoner's container (left to compose).
-    pub fn prisoner(&self) -> Container {
-        Container::managed_elsewhere(&self.prisoner_container, "compose prisoner")
-    }
-
-    /// The host directory of the named volume `NAME` of this project.
-    pub fn volume_dir(&self, name: &str) -> Result<PathBuf, String> {
-        let output = Command::new("docker")
-            .args(["volume", "inspect", "-f", "{{.Mountpoint}}"])
-            .arg(format!("{}_{name}", self.project))
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| format!("cannot run the docker CLI: {e}"))?;
-        if !output.status.success() {
-            return Err(format!(
-                "docker volume inspect {}_{name}: {}",
-                self.project,
-                String::from_utf8_lossy(&output.stderr).trim()
-            ));
-        }
-        Ok(PathBuf::from(
-            String::from_utf8_lossy(&output.stdout).trim(),
-        ))
-    }
-}
-
-impl Drop for ComposeStack {
-    fn drop(&mut self) {
-        let _ = self.compose(&["down", "-v", "--rmi", "local"]);
-    }
-}
+pub use crate::compose::{compose_command, ComposeOptions, ComposeStack};

@@ -11,13 +11,16 @@
 pub mod api;
 mod audit;
 mod bins;
+mod compose;
 pub mod docker;
 mod procs;
+pub mod raw;
 mod run;
 mod tempdir;
+pub mod tools;
 mod warden;
 
-pub use audit::{argv_strings, decode_bytes, sha256_hex, AuditEvent};
+pub use audit::{argv_strings, decode_bytes, parse_audit, sha256_hex, AuditEvent};
 pub use bins::{binaries, Binaries};
 pub use procs::{pids_with_env, wait_until_no_process_with_env};
 pub use run::{
@@ -25,7 +28,7 @@ pub use run::{
     Output, StreamDigest, Watchdog, BASE_HOME, RUN_DEADLINE, SYSTEM_PATH,
 };
 pub use tempdir::TempDir;
-pub use warden::{policy_allow_all, TestWarden, WardenBuilder, SHIMMED_TOOLS};
+pub use warden::{policy_allow_all, TestWarden, WardenBuilder, SHIMMED_TOOLS, STRAY_FD};
 
 use std::time::{Duration, Instant};
 
@@ -59,6 +62,22 @@ pub fn seeded_bytes(seed: u64, len: usize) -> Vec<u8> {
     }
     out.truncate(len);
     out
+}
+
+/// Whether a test that needs root (to call as other users, or to switch ids and use
+/// cgroups) can run: true as root; otherwise it prints `SKIP <test>: <reason>` and returns
+/// false, or panics when `CLAWRDEN_REQUIRE_ROOT=1` (CI sets it: these tests must run).
+pub fn require_root_or_skip(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var("CLAWRDEN_REQUIRE_ROOT").as_deref() != Ok("1"),
+        "{test}: CLAWRDEN_REQUIRE_ROOT=1 but this test runs as uid {}",
+        nix::unistd::geteuid()
+    );
+    eprintln!("SKIP {test}: calling as other users needs root");
+    false
 }
 
 /// Our own uid, as the warden must see it through `SO_PEERCRED`.

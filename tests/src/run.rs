@@ -34,6 +34,8 @@ pub struct Call {
     pub stdin: Vec<u8>,
     pub cwd: Option<PathBuf>,
     pub env: Vec<(OsString, OsString)>,
+    /// Run the process as this uid (and the same gid) instead of the test's own.
+    pub uid: Option<u32>,
 }
 
 impl Call {
@@ -44,6 +46,7 @@ impl Call {
             stdin: Vec::new(),
             cwd: None,
             env: Vec::new(),
+            uid: None,
         }
     }
 
@@ -78,8 +81,18 @@ impl Call {
         self
     }
 
-    /// Applies args, a clean base environment plus this call's env, and cwd to `cmd`.
+    /// Runs the process as `uid` (gid the same number); the tests must run as root.
+    pub fn as_uid(mut self, uid: u32) -> Call {
+        self.uid = Some(uid);
+        self
+    }
+
+    /// Applies args, a clean base environment plus this call's env, cwd and uid to `cmd`.
     pub fn configure_into(&self, cmd: &mut Command) {
+        if let Some(uid) = self.uid {
+            use std::os::unix::process::CommandExt;
+            cmd.uid(uid).gid(uid);
+        }
         cmd.args(&self.args)
             .env_clear()
             .env("PATH", SYSTEM_PATH)

@@ -23,6 +23,9 @@ pub const SHIMMED_TOOLS: &[&str] = &[
     "pwd", "od", "touch",
 ];
 
+/// The descriptor [`WardenBuilder::stray_fd`] leaves open in the warden.
+pub const STRAY_FD: i32 = 7;
+
 /// How long a warden gets to accept connections, and to exit when told to.
 const READY_DEADLINE: Duration = Duration::from_secs(10);
 const EXIT_DEADLINE: Duration = Duration::from_secs(15);
@@ -58,10 +61,64 @@ pub struct WardenBuilder {
     socket: Option<PathBuf>,
     prisoners: Vec<String>,
     api: bool,
-    search_path: Option<String>,
+    allow_run_as_warden: bool,
+    command_path: String,
+    run_as: Option<String>,
+    stray_fd: Option<PathBuf>,
+    shims_in_command_path: bool,
+    settings: Vec<(String, String)>,
+    nofile: Option<(u64, u64)>,
 }
 
 impl WardenBuilder {
+    /// Whether locally executed commands may run as the warden's own uid (default: yes,
+    /// so that the tests run by any user, root included, can call through their own
+    /// warden; the privilege tests turn it off and call as other users).
+    pub fn allow_run_as_warden(mut self, yes: bool) -> Self {
+        self.allow_run_as_warden = yes;
+        self
+    }
+
+    /// The warden's `command_path` (default [`SYSTEM_PATH`], where direct runs look too).
+    pub fn command_path(mut self, path: impl Into<String>) -> Self {
+        self.command_path = path.into();
+        self
+    }
+
+    /// Start the warden the way a careless parent would: with `path` open, inheritable, on
+    /// descriptor [`STRAY_FD`] (a shell opens it and execs the warden).
+    pub fn stray_fd(mut self, path: impl Into<PathBuf>) -> Self {
+        self.stray_fd = Some(path.into());
+        self
+    }
+
+    /// Put this warden's `bin/` of shims in front of its `command_path`, so that commands
+    /// it runs make nested calls back through the shim.
+    pub fn shims_in_command_path(mut self) -> Self {
+        self.shims_in_command_path = true;
+        self
+    }
+
+    /// The warden's `run_as` user.
+    pub fn run_as(mut self, user: impl Into<String>) -> Self {
+        self.run_as = Some(user.into());
+        self
+    }
+
+    /// A scalar setting, given as `--KEY VALUE` in the flag form and `KEY: VALUE` in
+    /// warden.yaml (underscores in `key` become dashes in the flag), e.g.
+    /// `("max_pending_per_prisoner", "2")`.
+    pub fn setting(mut self, key: &str, value: impl ToString) -> Self {
+        self.settings.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Starts the warden under `prlimit --nofile=SOFT:HARD`.
+    pub fn nofile(mut self, soft: u64, hard: u64) -> Self {
+        self.nofile = Some((soft, hard));
+        self
+    }
+
     /// Listen on this socket path instead of one in the fresh temp dir.
     pub fn socket(mut self, path: impl Into<PathBuf>) -> Self {
         self.socket = Some(path.into());
@@ -100,13 +157,6 @@ impl WardenBuilder {
         self
     }
 
-    /// The warden's `PATH` (where the local executor looks commands up); default
-    /// [`SYSTEM_PATH`].
-    pub fn search_path(mut self, path: &str) -> Self {
-        self.search_path = Some(path.to_string());
-        self
-    }
-
     /// Also serve the HTTP API on a free `127.0.0.1` port (`--listen`, or `listen:` in
     /// the config file); [`TestWarden::api_addr`] says which.
     pub fn api(mut self) -> Self {
@@ -129,6 +179,11 @@ impl WardenBuilder {
             }
         };
         fs::create_dir(&bin_dir).expect("create bin dir");
+        let command_path = if self.shims_in_command_path {
+            format!("{}:{}", bin_dir.display(), self.command_path)
+        } else {
+            self.command_path.clone()
+        };
         for tool in SHIMMED_TOOLS {
             symlink(&bins.shim, bin_dir.join(tool)).expect("create shim symlink");
         }
@@ -146,7 +201,26 @@ impl WardenBuilder {
         let stderr_path = root.join("warden.stderr");
         let stdout_path = root.join("warden.stdout");
         let api_addr = self.api.then(free_local_addr);
-        let mut cmd = Command::new(&bins.warden);
+        let mut cmd = match (&self.stray_fd, self.nofile) {
+            (None, None) => Command::new(&bins.warden),
+            (None, Some((soft, hard))) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={soft}:{hard}")).arg(&bins.warden);
+                c
+            }
+            (Some(path), nofile) => {
+                let mut sh = Command::new("/bin/sh");
+                sh.arg("-c")
+                    .arg(format!("exec {STRAY_FD}<\"$1\"; shift; exec \"$@\""))
+                    .arg("sh")
+                    .arg(path);
+                if let Some((soft, hard)) = nofile {
+                    sh.arg("prlimit").arg(format!("--nofile={soft}:{hard}"));
+                }
+                sh.arg(&bins.warden);
+                sh
+            }
+        };
         let sockets: Vec<(String, PathBuf)> = if self.prisoners.is_empty() {
             let socket = self.socket.unwrap_or_else(|| root.join("warden.sock"));
             cmd.arg("--policy")
@@ -157,12 +231,23 @@ impl WardenBuilder {
                 .arg(&socket)
                 .args(["--executor", &self.executors, "--log-format", "json"])
                 .arg("--exec-helper")
-                .arg(&bins.shim);
+                .arg(&bins.shim)
+                .arg("--command-path")
+                .arg(&command_path);
             if self.stream_only {
                 cmd.arg("--stream-only");
             }
+            if self.allow_run_as_warden {
+                cmd.arg("--allow-run-as-warden");
+            }
+            if let Some(user) = &self.run_as {
+                cmd.arg("--run-as").arg(user);
+            }
             if let Some(addr) = api_addr {
                 cmd.arg("--listen").arg(addr.to_string());
+            }
+            for (key, value) in &self.settings {
+                cmd.arg(format!("--{}", key.replace('_', "-"))).arg(value);
             }
             vec![("default".to_string(), socket)]
         } else {
@@ -172,15 +257,23 @@ impl WardenBuilder {
                 .map(|n| (n.clone(), root.join(format!("{n}.sock"))))
                 .collect();
             let mut yaml = format!(
-                "policy: {}\nstate_dir: {}\nexecutors: [{}]\nlog_format: json\nstream_only: {}\nexec_helper: {}\n",
+                "policy: {}\nstate_dir: {}\nexecutors: [{}]\nlog_format: json\nstream_only: {}\nexec_helper: {}\ncommand_path: {}\nallow_run_as_warden: {}\n",
                 policy_path.display(),
                 state_dir.display(),
                 self.executors,
                 self.stream_only,
-                bins.shim.display()
+                bins.shim.display(),
+                command_path,
+                self.allow_run_as_warden,
             );
+            if let Some(user) = &self.run_as {
+                yaml.push_str(&format!("run_as: {user}\n"));
+            }
             if let Some(addr) = api_addr {
                 yaml.push_str(&format!("listen: {addr}\n"));
+            }
+            for (key, value) in &self.settings {
+                yaml.push_str(&format!("{key}: {value}\n"));
             }
             yaml.push_str("prisoners:\n");
             for (name, socket) in &sockets {
@@ -195,7 +288,7 @@ impl WardenBuilder {
             sockets
         };
         cmd.env_clear()
-            .env("PATH", self.search_path.as_deref().unwrap_or(SYSTEM_PATH))
+            .env("PATH", SYSTEM_PATH)
             .env("HOME", BASE_HOME)
             .stdin(Stdio::null())
             .stdout(File::create(&stdout_path).expect("create warden stdout file"))
@@ -253,7 +346,13 @@ impl TestWarden {
             socket: None,
             prisoners: Vec::new(),
             api: false,
-            search_path: None,
+            allow_run_as_warden: true,
+            command_path: SYSTEM_PATH.to_string(),
+            run_as: None,
+            stray_fd: None,
+            shims_in_command_path: false,
+            settings: Vec::new(),
+            nofile: None,
         }
     }
 
@@ -393,6 +492,18 @@ impl TestWarden {
         cmd
     }
 
+    /// Runs `call` through the shim as `uid`:`gid` (no supplementary groups); needs root.
+    pub fn run_as_user(&self, call: &Call, uid: u32, gid: u32) -> Output {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = self.shim_command(call);
+        cmd.uid(uid).gid(gid);
+        run::run_command(
+            cmd,
+            &call.stdin,
+            &format!("shim {} {:?} as uid {uid}", call.tool, call.args),
+        )
+    }
+
     /// Runs `call` through the shim to completion.
     pub fn run(&self, call: &Call) -> Output {
         run::run_command(
@@ -424,6 +535,22 @@ impl TestWarden {
 
     pub fn audit_path(&self) -> PathBuf {
         self.state_dir.join("audit").join("audit.jsonl")
+    }
+
+    /// The warden's audit key (`<state-dir>/audit.key`).
+    pub fn audit_key_path(&self) -> PathBuf {
+        self.state_dir.join(clawrden_audit::KEY_FILE)
+    }
+
+    /// Verifies the whole audit directory, MACs included, with the one chain definition
+    /// the warden writes with; panics with the first bad line.
+    pub fn verify_audit(&self) -> clawrden_audit::Report {
+        let key = clawrden_audit::AuditKey::read(&self.audit_key_path())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let files = clawrden_audit::expand_paths(&[self.state_dir.join("audit")])
+            .unwrap_or_else(|f| panic!("{f}"));
+        clawrden_audit::verify_files(&files, Some(&key))
+            .unwrap_or_else(|f| panic!("audit does not verify: {f}"))
     }
 
     /// Every complete line of the audit file so far, parsed.

@@ -470,7 +470,14 @@ fn last_event_id_resume_replays_exactly_the_missed_events() {
 #[test]
 fn thousand_pending_asks_are_all_listed() {
     const N: usize = 1000;
-    let (w, admin) = start(&policy("ask", "  []\n"));
+    let w = TestWarden::builder()
+        .policy(policy("ask", "  []\n"))
+        .api()
+        .setting("max_pending_per_prisoner", N)
+        .setting("max_connections_per_prisoner", N + 8)
+        .setting("max_connections", N + 8)
+        .start();
+    let admin = Api::of(&w).with_token(w.admin_token());
     // Raw protocol clients: what a shim is on the wire, without 1,000 processes.
     let cwd = w.dir().to_str().unwrap().to_string();
     let mut streams = Vec::with_capacity(N);

@@ -289,6 +289,40 @@ fn remembered_approval_skips_the_question_for_the_same_argv_and_cwd_only() {
 }
 
 #[test]
+fn a_grant_made_for_one_uid_does_not_answer_another() {
+    use std::os::unix::fs::MetadataExt;
+    if std::fs::metadata("/proc/self").unwrap().uid() != 0 {
+        eprintln!(
+            "SKIP a_grant_made_for_one_uid_does_not_answer_another: needs root to call as uid 1000"
+        );
+        return;
+    }
+    let (w, admin, erin) = start(&policy("10m", ASK_PRINTF_AND_TOUCH), "erin");
+    let call = Call::new("printf").args(["%s\n", "uid-bound"]).cwd(w.dir());
+    let mut first = ShimCall::spawn(&w, &call.clone().as_uid(1000));
+    let (id, _) = first.approval_id(STEP);
+    approve(&erin, &id, json!({ "remember": "1h" }));
+    assert_eq!(first.finish().status.code(), Some(0));
+    let grants = admin.get_json("/api/v1/grants");
+    let grant = &grants["grants"][0];
+    assert_eq!(
+        (&grant["uid"], &grant["executor"]),
+        (&json!(1000), &json!("local")),
+        "{grant}"
+    );
+
+    // The same uid: answered by the grant.
+    let out = ShimCall::spawn(&w, &call.clone().as_uid(1000)).finish_expecting_no_ask();
+    assert_eq!(
+        (out.status.code(), out.stdout.as_slice()),
+        (Some(0), &b"uid-bound\n"[..]),
+        "{out:?}"
+    );
+    // The same argv and cwd from root: asks again.
+    assert_asks(&w, &erin, &call, "another uid");
+}
+
+#[test]
 fn remember_longer_than_a_day_is_refused_with_422() {
     let (w, admin, dave) = start(&policy("10m", ASK_PRINTF_AND_TOUCH), "dave");
     let mut shim = ShimCall::spawn(&w, &Call::new("printf").arg("x"));
@@ -409,7 +443,14 @@ fn warden_killed_while_asking_leaves_the_request_abandoned_after_restart() {
     assert!(!Path::new(&marker).exists(), "an abandoned ask ran");
 
     let audit_dir = second.state_dir.join("audit");
-    let verify = clawctl(["audit".as_ref(), "verify".as_ref(), audit_dir.as_os_str()]);
+    let key = second.audit_key_path();
+    let verify = clawctl([
+        "audit".as_ref(),
+        "verify".as_ref(),
+        "--key".as_ref(),
+        key.as_os_str(),
+        audit_dir.as_os_str(),
+    ]);
     assert_eq!(
         verify.status.code(),
         Some(0),

@@ -27,27 +27,12 @@ const POLICY: &str = "version: 1\n\
     \x20   timeout: 1s\n\
     \x20   action: allow\n";
 
-const ZERO_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
-
-/// Checks the chain the way `clawctl audit verify` must: seq +1 from 1, prev = SHA-256 of
-/// the previous line, every line has `ts` in RFC 3339 UTC with milliseconds.
-fn assert_chain(events: &[AuditEvent]) {
-    let mut prev = ZERO_HASH.to_string();
-    for (i, e) in events.iter().enumerate() {
-        assert_eq!(
-            e.seq(),
-            i as u64 + 1,
-            "seq of line {}: {}",
-            e.line_no,
-            e.raw
-        );
-        assert_eq!(
-            e.str_field("prev"),
-            Some(prev.as_str()),
-            "prev of line {}: {}",
-            e.line_no,
-            e.raw
-        );
+/// Checks the chain the way `clawctl audit verify --key` does (one implementation, in
+/// `clawrden-audit`), and that every line has `ts` in RFC 3339 UTC with milliseconds.
+fn assert_chain(w: &TestWarden) {
+    let report = w.verify_audit();
+    assert_eq!(report.first_seq, 1, "{report}");
+    for e in w.audit_events() {
         let ts = e
             .str_field("ts")
             .unwrap_or_else(|| panic!("no ts: {}", e.raw));
@@ -64,7 +49,6 @@ fn assert_chain(events: &[AuditEvent]) {
             "ts {ts:?} is not RFC 3339 UTC with milliseconds (line {})",
             e.line_no
         );
-        prev = sha256_hex(e.raw.as_bytes());
     }
 }
 
@@ -187,7 +171,7 @@ fn allowed_call_is_audited_as_request_decision_start_exit_with_its_facts() {
         !text.contains("/usr/bin:/bin"),
         "PATH's value reached the audit"
     );
-    assert_chain(&w.audit_events());
+    assert_chain(&w);
 }
 
 #[test]
@@ -223,7 +207,7 @@ fn denied_call_is_audited_as_request_and_decision_without_start() {
         dec.str_field("reason"),
         Some("touch is denied for the audit test")
     );
-    assert_chain(&w.audit_events());
+    assert_chain(&w);
 }
 
 #[test]
@@ -247,11 +231,19 @@ fn timed_out_call_is_audited_with_timeout_violation() {
         "{}",
         tv.raw
     );
-    assert_chain(&w.audit_events());
+    assert_chain(&w);
 }
 
-/// A finished warden's audit file, copied: `n` allowed calls, stopped cleanly.
-fn finished_audit(n: usize) -> (clawrden_e2e::TempDir, std::path::PathBuf, Vec<AuditEvent>) {
+/// A finished warden's audit file and key, copied: `n` allowed calls (and, with
+/// `denied`, one denied `touch`), stopped cleanly.
+struct FinishedAudit {
+    dir: clawrden_e2e::TempDir,
+    copy: std::path::PathBuf,
+    key: std::path::PathBuf,
+    events: Vec<AuditEvent>,
+}
+
+fn finished_audit_with(n: usize, denied: bool) -> FinishedAudit {
     let mut w = TestWarden::start(POLICY);
     for i in 0..n {
         let token = format!("verify-token-{i}");
@@ -259,16 +251,34 @@ fn finished_audit(n: usize) -> (clawrden_e2e::TempDir, std::path::PathBuf, Vec<A
         assert_eq!(out.status.code(), Some(0), "{out:?}");
         let id = w.request_id_for(&token);
         w.events_after_outcome(&id);
+        if denied && i == 0 {
+            let out = w.run(&Call::new("touch").arg("denied-touch-token"));
+            assert_eq!(out.status.code(), Some(126), "{out:?}");
+            let id = w.request_id_for("denied-touch-token");
+            w.events_when(&id, "a decision", |e| e.event() == "decision");
+        }
     }
     w.signal(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(w.wait_exit().code(), Some(0));
     let events = w.audit_events();
     assert!(events.len() >= 4 * n, "{} events", events.len());
-    assert_chain(&events);
+    assert_chain(&w);
     let dir = clawrden_e2e::TempDir::new("audit-copy");
     let copy = dir.path().join("audit.jsonl");
     fs::copy(w.audit_path(), &copy).unwrap();
-    (dir, copy, events)
+    let key = dir.path().join("audit.key");
+    fs::copy(w.audit_key_path(), &key).unwrap();
+    FinishedAudit {
+        dir,
+        copy,
+        key,
+        events,
+    }
+}
+
+fn finished_audit(n: usize) -> (clawrden_e2e::TempDir, std::path::PathBuf, Vec<AuditEvent>) {
+    let f = finished_audit_with(n, false);
+    (f.dir, f.copy, f.events)
 }
 
 fn verify(path: &Path) -> clawrden_e2e::Output {
@@ -277,8 +287,31 @@ fn verify(path: &Path) -> clawrden_e2e::Output {
     clawctl(args)
 }
 
+fn verify_with_key(key: &Path, path: &Path) -> clawrden_e2e::Output {
+    let args = vec![
+        std::ffi::OsString::from("audit"),
+        "verify".into(),
+        "--key".into(),
+        key.as_os_str().to_os_string(),
+        path.as_os_str().to_os_string(),
+    ];
+    clawctl(args)
+}
+
+/// The id `clawctl` prints for a key file: first 16 hex digits of SHA-256 of its bytes.
+fn key_id(key: &Path) -> String {
+    let text = fs::read_to_string(key).unwrap();
+    let bytes: Vec<u8> = (0..64)
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+        .collect();
+    sha256_hex(&bytes)[..16].to_string()
+}
+
+const INTEGRITY_ONLY: &str = "integrity only: the hash chain is intact, but whoever can write the file can recompute it; pass --key FILE to check the mac of";
+
 #[test]
-fn clawctl_audit_verify_accepts_an_intact_log() {
+fn clawctl_audit_verify_accepts_an_intact_log_and_says_it_checked_integrity_only() {
     let (_dir, copy, events) = finished_audit(3);
     let out = verify(&copy);
     let last = events.last().unwrap();
@@ -286,11 +319,122 @@ fn clawctl_audit_verify_accepts_an_intact_log() {
     assert_eq!(
         out.stdout_str(),
         format!(
-            "ok: {} events, seq 1..{}, head {}\n",
+            "ok: {} events, seq 1..{}, head {}\n{INTEGRITY_ONLY} {} line(s)\n",
             events.len(),
             events.len(),
-            sha256_hex(last.raw.as_bytes())
+            sha256_hex(last.raw.as_bytes()),
+            events.len()
         )
+    );
+}
+
+#[test]
+fn clawctl_audit_verify_with_the_key_says_the_log_is_authentic() {
+    let f = finished_audit_with(2, false);
+    let out = verify_with_key(&f.key, f.dir.path());
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let n = f.events.len();
+    assert_eq!(
+        out.stdout_str(),
+        format!(
+            "ok: {n} events, seq 1..{n}, head {}\nauthentic: the mac of every line of seq 1..{n} matches key {}\n",
+            sha256_hex(f.events.last().unwrap().raw.as_bytes()),
+            key_id(&f.key)
+        )
+    );
+}
+
+/// What a forger who can write the file but lacks the key does: rewrites every line's
+/// `seq` and `prev` so the SHA-256 chain holds again.
+fn recompute_seq_and_prev(lines: &mut [String]) {
+    let mut prev = "0".repeat(64);
+    for (i, line) in lines.iter_mut().enumerate() {
+        let rest = &line[line.find(',').unwrap()..];
+        let mut fixed = format!("{{\"seq\":{}{rest}", i + 1);
+        let at = fixed.rfind("\"prev\":\"").unwrap() + 8;
+        fixed.replace_range(at..at + 64, &prev);
+        *line = fixed;
+        prev = sha256_hex(line.as_bytes());
+    }
+}
+
+#[test]
+fn clawctl_audit_verify_with_the_key_rejects_a_chain_recomputed_without_it() {
+    let f = finished_audit_with(3, true);
+    let denied = f
+        .events
+        .iter()
+        .find(|e| e.event() == "decision" && e.str_field("action") == Some("deny"))
+        .expect("the denied touch's decision")
+        .request_id()
+        .unwrap()
+        .to_string();
+    let first_cut = f
+        .events
+        .iter()
+        .position(|e| e.request_id() == Some(denied.as_str()))
+        .unwrap();
+    rewrite_lines(&f.copy, |lines| {
+        // Drop the denied call, and make a later call say something else.
+        lines.retain(|l| !l.contains(&denied));
+        let later = lines
+            .iter()
+            .position(|l| l.contains("verify-token-2"))
+            .unwrap();
+        lines[later] = lines[later].replace("verify-token-2", "verify-token-X");
+        recompute_seq_and_prev(lines);
+    });
+    let out = verify(&f.copy);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "integrity alone cannot see it: {out:?}"
+    );
+    assert!(out.stdout_str().contains(INTEGRITY_ONLY), "{out:?}");
+
+    let out = verify_with_key(&f.key, &f.copy);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(
+        out.stderr_str(),
+        format!(
+            "{}:{}: mac does not match key {}: this line was altered or rewritten, or the audit was written with another key\n",
+            f.copy.display(),
+            first_cut + 1,
+            key_id(&f.key)
+        )
+    );
+
+    // Stripping every mac too leaves nothing the key could authenticate.
+    rewrite_lines(&f.copy, |lines| {
+        for l in lines.iter_mut() {
+            let at = l.rfind(",\"mac\":\"").unwrap();
+            l.replace_range(at..l.len() - 1, "");
+        }
+        recompute_seq_and_prev(lines);
+    });
+    let out = verify_with_key(&f.key, &f.copy);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(
+        out.stderr_str(),
+        format!(
+            "{}: no line carries a mac, so none can be authenticated with --key (written before the audit was keyed, or the macs were stripped)\n",
+            f.copy.display()
+        )
+    );
+}
+
+#[test]
+fn clawctl_audit_verify_with_an_unreadable_key_is_a_usage_error() {
+    let f = finished_audit_with(1, false);
+    let missing = f.dir.path().join("no-such.key");
+    let out = verify_with_key(&missing, &f.copy);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        out.stderr_str().starts_with(&format!(
+            "clawctl: cannot read the audit key {}: ",
+            missing.display()
+        )),
+        "{out:?}"
     );
 }
 
@@ -302,10 +446,11 @@ fn clawctl_audit_verify_accepts_a_directory_holding_the_log() {
     assert_eq!(
         out.stdout_str(),
         format!(
-            "ok: {} events, seq 1..{}, head {}\n",
+            "ok: {} events, seq 1..{}, head {}\n{INTEGRITY_ONLY} {} line(s)\n",
             events.len(),
             events.len(),
-            sha256_hex(events.last().unwrap().raw.as_bytes())
+            sha256_hex(events.last().unwrap().raw.as_bytes()),
+            events.len()
         )
     );
     drop(copy);
@@ -396,20 +541,18 @@ fn clawctl_audit_verify_names_the_line_after_a_removed_one() {
 fn nested_call_is_decided_again_and_linked_to_its_parent() {
     let policy =
         format!("{POLICY}\x20 - name: nested-seq\n\x20   command: seq\n\x20   action: allow\n");
-    // The outer rule lets CLAWRDEN_SOCKET through so the nested shim finds this warden.
-    let policy = policy.replace(
-        "  - name: audited-sh\n    command: sh\n    action: allow\n",
-        "  - name: audited-sh\n    command: sh\n    action: allow\n    env:\n      pass: [CLAWRDEN_SOCKET]\n",
-    );
-    let w = TestWarden::start(&policy);
-    let path = format!("{}:/usr/bin:/bin", w.bin_dir.display());
+    // The command's PATH is the warden's command_path, which here starts with its shims;
+    // CLAWRDEN_SOCKET reaches the command without any env.pass.
+    let w = TestWarden::builder()
+        .policy(policy)
+        .shims_in_command_path()
+        .start();
     let out = w.run(
         &Call::new("sh")
             .arg("-c")
             // seq, not printf: the shell's builtin printf would never reach the shim.
             .arg("seq -f nested-inner-%g 1 1")
-            .arg("nested-outer-token")
-            .env("PATH", &path),
+            .arg("nested-outer-token"),
     );
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert_eq!(out.stdout, b"nested-inner-1\n");
@@ -449,32 +592,17 @@ fn a_restarted_warden_continues_the_chain_of_its_state_dir() {
     }
     let text = fs::read_to_string(state.join("audit").join("audit.jsonl")).unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    let mut prev = ZERO_HASH.to_string();
-    for (i, line) in lines.iter().enumerate() {
-        let v: Value = serde_json::from_str(line).unwrap();
-        assert_eq!(
-            v["seq"].as_u64(),
-            Some(i as u64 + 1),
-            "line {}: {line}",
-            i + 1
-        );
-        assert_eq!(
-            v["prev"].as_str(),
-            Some(prev.as_str()),
-            "line {}: {line}",
-            i + 1
-        );
-        prev = sha256_hex(line.as_bytes());
-    }
     assert!(text.contains("restart-token-0") && text.contains("restart-token-1"));
-    let out = verify(&state.join("audit"));
+    let key = state.join("audit.key");
+    let out = verify_with_key(&key, &state.join("audit"));
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert_eq!(
         out.stdout_str(),
         format!(
-            "ok: {} events, seq 1..{}, head {prev}\n",
-            lines.len(),
-            lines.len()
+            "ok: {n} events, seq 1..{n}, head {}\nauthentic: the mac of every line of seq 1..{n} matches key {}\n",
+            sha256_hex(lines.last().unwrap().as_bytes()),
+            key_id(&key),
+            n = lines.len(),
         )
     );
 }
@@ -560,4 +688,68 @@ fn non_utf8_argv_and_cwd_are_audited_as_hex_and_round_trip() {
         clawrden_e2e::decode_bytes(cwd_v),
         cwd.as_os_str().as_bytes()
     );
+}
+
+#[test]
+fn first_start_creates_a_private_audit_key_and_the_start_event_names_it() {
+    let w = TestWarden::start(POLICY);
+    let key = w.audit_key_path();
+    let meta = fs::metadata(&key).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777,
+        0o600
+    );
+    let start = w
+        .audit_events()
+        .into_iter()
+        .find(|e| e.str_field("control") == Some("start"))
+        .expect("a start event");
+    assert_eq!(
+        start.str_field("audit_key_id"),
+        Some(key_id(&key).as_str()),
+        "{}",
+        start.raw
+    );
+}
+
+#[test]
+fn a_key_others_can_read_or_that_is_not_a_key_stops_the_warden_with_64() {
+    let keep = clawrden_e2e::TempDir::new("state");
+    let state = keep.path().to_path_buf();
+    let key = state.join("audit.key");
+    fs::write(&key, format!("{}\n", "ab".repeat(32))).unwrap();
+    let cases = [
+        (
+            0o644,
+            format!(
+                "clawrden-warden: audit key {} has mode 0644: others could read it and forge audit lines; run chmod 600 on it (the audit key; see \"Audit\" in README.md)\n",
+                key.display()
+            ),
+        ),
+        (
+            0o600,
+            format!(
+                "clawrden-warden: {} is not an audit key (9 characters); it must hold 64 hex digits (the audit key; see \"Audit\" in README.md)\n",
+                key.display()
+            ),
+        ),
+    ];
+    for (i, (mode, want)) in cases.into_iter().enumerate() {
+        if i == 1 {
+            fs::write(&key, "not a key").unwrap();
+        }
+        fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+        let mut w = TestWarden::builder()
+            .policy(POLICY)
+            .state_dir(&state)
+            .launch();
+        assert_eq!(w.wait_exit().code(), Some(64), "{}", w.log());
+        let log = w.log();
+        let last = log.lines().last().unwrap_or_default();
+        assert_eq!(format!("{last}\n"), want, "{log}");
+        assert!(
+            !state.join("audit").join("audit.jsonl").exists(),
+            "nothing may be audited without a usable key"
+        );
+    }
 }

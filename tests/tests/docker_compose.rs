@@ -247,14 +247,20 @@ fn audit_survives_a_warden_restart_and_verifies(stack: &ComposeStack) -> Result<
         .status()
         .map_err(|e| format!("cp: {e}"))?;
     ensure(status.success(), || format!("cp -a {}", audit.display()))?;
+    let key = copy.path().join("audit.key");
+    std::fs::copy(stack.volume_dir("warden-state")?.join("audit.key"), &key)
+        .map_err(|e| format!("copy audit.key: {e}"))?;
     let verify = clawctl([
         std::ffi::OsString::from("audit"),
         "verify".into(),
+        "--key".into(),
+        key.into_os_string(),
         copy.path().join("audit").into_os_string(),
     ]);
-    ensure(verify.status.code() == Some(0), || {
-        format!("clawctl audit verify: {verify:?}")
-    })
+    ensure(
+        verify.status.code() == Some(0) && verify.stdout_str().contains("\nauthentic: "),
+        || format!("clawctl audit verify --key: {verify:?}"),
+    )
 }
 
 fn kill_through_the_api(stack: &ComposeStack, c: &Container, api: &Api) -> Result<(), String> {
@@ -279,18 +285,14 @@ fn compose_stack_mirrors_decides_controls_and_isolates() {
     let base = ensure_test_image("bookworm").unwrap_or_else(|e| panic!("{test}: {e}"));
     let (stack, took) = ComposeStack::up(&base, POLICY).unwrap_or_else(|e| panic!("{test}: {e}"));
     eprintln!("scripts/up.sh: {took:?}");
-    let token = std::fs::read_to_string(
-        stack
-            .volume_dir("warden-state")
-            .unwrap_or_else(|e| panic!("{test}: {e}"))
-            .join("admin.token"),
-    )
-    .unwrap_or_else(|e| panic!("{test}: admin.token: {e}"));
+    let token = stack
+        .admin_token()
+        .unwrap_or_else(|e| panic!("{test}: admin.token: {e}"));
     let api = Api {
         addr: format!("127.0.0.1:{}", stack.api_port)
             .parse()
             .expect("addr"),
-        token: Some(token.trim().to_string()),
+        token: Some(token),
     };
     let c = stack.prisoner();
     let mut checks = Checks {

@@ -10,8 +10,9 @@
 //! `cargo build --release -p clawrden-shim --target x86_64-unknown-linux-musl`.
 
 use clawrden_e2e::docker::{
-    checkout_tag, ensure_test_image, harden_image, musl_shim, require_docker_or_skip, Container,
-    INSTALLER_IN_IMAGE, ORIGINALS_IN_IMAGE, SHIM_IN_IMAGE,
+    checkout_tag, ensure_test_image, harden_command, harden_image_with, musl_shim,
+    require_docker_or_skip, Container, ACCEPT_SHELL_BYPASS, INSTALLER_IN_IMAGE, ORIGINALS_IN_IMAGE,
+    SHIM_IN_IMAGE,
 };
 
 const NO_WARDEN_PREFIX: &str = "clawrden: warden unavailable (/run/clawrden/warden.sock): ";
@@ -33,8 +34,9 @@ for t in "$@"; do
 done
 "#;
 
-/// Prints `path<TAB>file|link<TAB>link text or -<TAB>mode owner<TAB>sha256 of the content`
-/// for PREFIX+path of each path. Uses only programs that are never shimmed here.
+/// Prints `path<TAB>file|link<TAB>link text or -<TAB>mode owner<TAB>sha256 of the
+/// content<TAB>first 4 bytes in hex` for PREFIX+path of each path. Uses only programs that
+/// are never shimmed here.
 const FINGERPRINT: &str = r#"
 prefix=$1
 shift
@@ -44,7 +46,8 @@ for p in "$@"; do
     if [ -L "$f" ]; then kind=link; text=$(readlink "$f"); else kind=file; text=-; fi
     meta=$(stat -c '%A %u:%g' "$f")
     sum=$(sha256sum <"$f" 2>/dev/null) || sum=unreadable
-    printf '%s\t%s\t%s\t%s\t%s\n' "$p" "$kind" "$text" "$meta" "${sum%% *}"
+    magic=$(dd if="$f" bs=4 count=1 2>/dev/null | od -An -tx1 | tr -d ' \n')
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$p" "$kind" "$text" "$meta" "${sum%% *}" "$magic"
 done
 "#;
 
@@ -70,6 +73,27 @@ struct Fingerprint {
     link_text: String,
     meta: String,
     sha256: String,
+    /// The first 4 bytes, hex (`7f454c46` for an ELF binary).
+    magic: String,
+}
+
+impl Fingerprint {
+    fn is_binary(&self) -> bool {
+        self.kind == "file" && self.magic == "7f454c46"
+    }
+}
+
+/// `-rwxr-xr-x 0:0` with the read bit of group and others removed: `-rwx--x--x 0:0`.
+fn execute_only(meta: &str) -> String {
+    meta.char_indices()
+        .map(|(i, c)| {
+            if (i == 4 || i == 7) && c == 'r' {
+                '-'
+            } else {
+                c
+            }
+        })
+        .collect()
 }
 
 fn parse_tools(out: &str) -> Result<Vec<Tool>, String> {
@@ -91,12 +115,13 @@ fn fingerprints(c: &Container, prefix: &str, tools: &[Tool]) -> Result<Vec<Finge
     let out = c.sh_ok("root", FINGERPRINT, &args)?;
     out.lines()
         .map(|line| match line.split('\t').collect::<Vec<_>>()[..] {
-            [path, kind, link_text, meta, sha256] => Ok(Fingerprint {
+            [path, kind, link_text, meta, sha256, magic] => Ok(Fingerprint {
                 path: path.to_string(),
                 kind: kind.to_string(),
                 link_text: link_text.to_string(),
                 meta: meta.to_string(),
                 sha256: sha256.to_string(),
+                magic: magic.to_string(),
             }),
             _ => Err(format!("unexpected fingerprint line {line:?}")),
         })
@@ -188,9 +213,16 @@ fn originals_keep_bytes_mode_and_owner(
                 want.path, orig.sha256, want.sha256
             ));
         }
-        if want.kind == "file" && orig.meta != want.meta {
+        // Binaries become execute-only (nothing they spawn can reach them through /proc);
+        // scripts keep their mode (their interpreter, as the caller, must read them).
+        let want_meta = if want.is_binary() {
+            execute_only(&want.meta)
+        } else {
+            want.meta.clone()
+        };
+        if want.kind == "file" && orig.meta != want_meta {
             problems.push(format!(
-                "{}: original mode/owner {} != base image's {}",
+                "{}: original mode/owner {} != {want_meta} (base image: {})",
                 want.path, orig.meta, want.meta
             ));
         }
@@ -198,6 +230,34 @@ fn originals_keep_bytes_mode_and_owner(
     ensure(saved.len() == base.len() && problems.is_empty(), || {
         format!("{problems:?} (saved: {saved:?})")
     })
+}
+
+/// Each binary original made execute-only has its mode before in its manifest line, so
+/// that `--uninstall` can restore it.
+fn manifest_records_the_mode_of_binaries_made_execute_only(
+    c: &Container,
+    base: &[Fingerprint],
+) -> Result<(), String> {
+    let out = c.sh_ok("root", "sed -n p /usr/lib/clawrden/manifest", &[])?;
+    let mut problems = Vec::new();
+    for want in base
+        .iter()
+        .filter(|f| f.is_binary() && f.meta != execute_only(&f.meta))
+    {
+        let line = out
+            .lines()
+            .find(|l| l.split('\t').nth(1) == Some(want.path.as_str()));
+        let mode = line.and_then(|l| l.split('\t').nth(2));
+        let octal = mode.and_then(|m| u32::from_str_radix(m, 8).ok());
+        // The permission bits of e.g. `-rwxr-xr-x`: 0o755.
+        let bits = want.meta[1..10]
+            .chars()
+            .fold(0u32, |acc, c| acc << 1 | u32::from(c != '-'));
+        if octal != Some(bits) {
+            problems.push(format!("{}: manifest line {line:?}", want.path));
+        }
+    }
+    ensure(problems.is_empty(), || format!("{problems:?}\n{out}"))
 }
 
 fn originals_dir_is_root_0700(c: &Container) -> Result<(), String> {
@@ -309,7 +369,9 @@ fn uninstall_restores_every_original(
     )
 }
 
-fn hardening_matrix_case(test: &str, image: &str, tool_names: &[&str]) {
+/// `hardener_args`: extra options for harden-container.sh (the busybox image needs
+/// `--accept-shell-bypass`).
+fn hardening_matrix_case(test: &str, image: &str, tool_names: &[&str], hardener_args: &[&str]) {
     if !require_docker_or_skip(test) {
         return;
     }
@@ -317,7 +379,7 @@ fn hardening_matrix_case(test: &str, image: &str, tool_names: &[&str]) {
     let base_tag =
         ensure_test_image(image).unwrap_or_else(|e| panic!("{test}: base image {image}: {e}"));
     let hardened_tag = checkout_tag(&format!("{image}-hardened"));
-    harden_image(&base_tag, tool_names, &hardened_tag)
+    harden_image_with(&base_tag, tool_names, &hardened_tag, hardener_args)
         .unwrap_or_else(|e| panic!("{test}: hardening {base_tag}: {e}"));
 
     let base =
@@ -346,6 +408,10 @@ fn hardening_matrix_case(test: &str, image: &str, tool_names: &[&str]) {
     report.check(
         "originals keep their bytes, mode and owner",
         originals_keep_bytes_mode_and_owner(&c, &tools, &base_prints),
+    );
+    report.check(
+        "the manifest records the mode of binaries made execute-only",
+        manifest_records_the_mode_of_binaries_made_execute_only(&c, &base_prints),
     );
     report.check(
         "the originals directory is root:root 0700",
@@ -380,6 +446,7 @@ fn busybox_image_is_hardened_fails_closed_and_uninstalls_byte_for_byte() {
         "busybox_image_is_hardened_fails_closed_and_uninstalls_byte_for_byte",
         "busybox",
         &["cat", "head", "rm", "ls"],
+        &[ACCEPT_SHELL_BYPASS],
     );
 }
 
@@ -389,6 +456,7 @@ fn bookworm_image_is_hardened_fails_closed_and_uninstalls_byte_for_byte() {
         "bookworm_image_is_hardened_fails_closed_and_uninstalls_byte_for_byte",
         "bookworm",
         &["cat", "head", "rm", "ls"],
+        &[],
     );
 }
 
@@ -398,6 +466,7 @@ fn bullseye_image_is_hardened_fails_closed_and_uninstalls_byte_for_byte() {
         "bullseye_image_is_hardened_fails_closed_and_uninstalls_byte_for_byte",
         "bullseye",
         &["cat", "head", "rm", "ls"],
+        &[],
     );
 }
 
@@ -407,6 +476,7 @@ fn bookworm_python_image_is_hardened_fails_closed_and_uninstalls_byte_for_byte()
         "bookworm_python_image_is_hardened_fails_closed_and_uninstalls_byte_for_byte",
         "bookworm-python",
         &["cat", "head", "rm", "ls", "python3", "pip"],
+        &[],
     );
 }
 
@@ -416,5 +486,82 @@ fn bookworm_node_image_is_hardened_fails_closed_and_uninstalls_byte_for_byte() {
         "bookworm_node_image_is_hardened_fails_closed_and_uninstalls_byte_for_byte",
         "bookworm-node",
         &["cat", "head", "rm", "ls", "node", "npm"],
+        &[],
     );
+}
+
+/// harden-container.sh refuses a base whose /bin/sh runs applets in-process (Debian's
+/// busybox-static: every shell there bypasses the shims), builds nothing, and says why;
+/// `--accept-shell-bypass` builds it with a warning. Either way a multi-call busybox's
+/// applets, still reachable as `busybox APPLET`, are listed.
+#[test]
+fn hardening_refuses_a_shell_that_runs_applets_in_process() {
+    let test = "hardening_refuses_a_shell_that_runs_applets_in_process";
+    if !require_docker_or_skip(test) {
+        return;
+    }
+    musl_shim().unwrap_or_else(|e| panic!("{test}: {e}"));
+    let base = ensure_test_image("busybox").unwrap_or_else(|e| panic!("{test}: {e}"));
+    let tag = checkout_tag("busybox-refused");
+    let _ = std::process::Command::new("docker")
+        .args(["image", "rm", "--force", &tag])
+        .output();
+    let tools = ["cat", "rm", "curl"];
+    let run = |extra: &[&str]| {
+        harden_command(&base, &tools, &tag, extra)
+            .and_then(|mut c| c.output().map_err(|e| e.to_string()))
+            .unwrap_or_else(|e| panic!("{test}: {e}"))
+    };
+    let refused = run(&[]);
+    let stderr = String::from_utf8_lossy(&refused.stderr).into_owned();
+    assert_eq!(refused.status.code(), Some(1), "{test}: {stderr}");
+    assert!(refused.stdout.is_empty(), "{test}: {refused:?}");
+    let refusal = format!(
+        "harden-container.sh: refusing {base}: its /bin/sh runs rm, cat and ls in-process without looking at PATH (a standalone busybox shell, as Debian's busybox-static builds it), so no command a shell runs (scripts, sh -c, the agent's own shell) ever reaches a shim. Use a base whose /bin/sh is dash or bash, or a busybox built without FEATURE_SH_STANDALONE and FEATURE_PREFER_APPLETS; --accept-shell-bypass builds it anyway.\n"
+    );
+    assert!(stderr.ends_with(&refusal), "{test}: stderr:\n{stderr}");
+    let built = std::process::Command::new("docker")
+        .args(["image", "inspect", &tag])
+        .output()
+        .unwrap();
+    assert!(
+        !built.status.success(),
+        "{test}: a refused base was built as {tag}"
+    );
+
+    let accepted = run(&[ACCEPT_SHELL_BYPASS]);
+    let stderr = String::from_utf8_lossy(&accepted.stderr).into_owned();
+    assert_eq!(accepted.status.code(), Some(0), "{test}: {stderr}");
+    assert_eq!(accepted.stdout, format!("{tag}\n").as_bytes());
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("harden-container.sh: ") && !l.contains(": building "))
+        .collect();
+    assert_eq!(lines.len(), 4, "{test}: {lines:#?}");
+    assert_eq!(
+        lines[0],
+        format!("harden-container.sh: WARNING: {base}'s /bin/sh runs applets in-process (--accept-shell-bypass): commands run by any shell in the hardened image bypass the shims")
+    );
+    let count_line = lines[1];
+    assert!(
+        count_line
+            .starts_with("harden-container.sh: WARNING: /bin/busybox is a multi-call binary: its ")
+            && count_line.ends_with(" applets stay reachable as `busybox APPLET` without any shim"),
+        "{test}: {count_line}"
+    );
+    // curl is no applet of this busybox: only cat and rm are reachable around their shims.
+    assert_eq!(
+        lines[2],
+        "harden-container.sh: intercepted tools reachable that way: cat rm"
+    );
+    assert!(
+        lines[3].starts_with("harden-container.sh: all applets: [ [[ ")
+            && lines[3].contains(" rm ")
+            && lines[3].contains(" wget "),
+        "{test}: {}",
+        lines[3]
+    );
+    let _ = std::process::Command::new("docker")
+        .args(["image", "rm", "--force", &tag])
+        .output();
 }

@@ -23,9 +23,11 @@
 
 use clawrden_e2e::argv_strings;
 use clawrden_e2e::docker::{
-    checkout_tag, ensure_test_image, harden_image, musl_shim, require_docker_or_skip, Container,
-    MirrorWarden, ORIGINALS_IN_IMAGE, SHIM_IN_IMAGE,
+    checkout_tag, ensure_test_image, harden_image, harden_image_with, musl_shim,
+    require_docker_or_skip, Container, MirrorWarden, ACCEPT_SHELL_BYPASS, ORIGINALS_IN_IMAGE,
+    SHIM_IN_IMAGE,
 };
+use clawrden_e2e::raw::{raw_call_in_container, raw_request};
 use clawrden_e2e::seeded_bytes;
 
 const PRISONER: &str = "agent-1";
@@ -93,13 +95,24 @@ fn ensure(cond: bool, why: impl FnOnce() -> String) -> Result<(), String> {
 
 /// A hardened prisoner of `image` with `tools` shimmed, and a mirror warden for it.
 fn prisoner(test: &str, image: &str, tools: &[&str]) -> Option<(MirrorWarden, Container)> {
+    prisoner_with(test, image, tools, &[])
+}
+
+/// [`prisoner`], with `hardener_args` for harden-container.sh.
+fn prisoner_with(
+    test: &str,
+    image: &str,
+    tools: &[&str],
+    hardener_args: &[&str],
+) -> Option<(MirrorWarden, Container)> {
     if !require_docker_or_skip(test) {
         return None;
     }
     musl_shim().unwrap_or_else(|e| panic!("{test}: {e}"));
     let base = ensure_test_image(image).unwrap_or_else(|e| panic!("{test}: base {image}: {e}"));
     let tag = checkout_tag(&format!("{image}-mirror"));
-    harden_image(&base, tools, &tag).unwrap_or_else(|e| panic!("{test}: hardening {base}: {e}"));
+    harden_image_with(&base, tools, &tag, hardener_args)
+        .unwrap_or_else(|e| panic!("{test}: hardening {base}: {e}"));
     let mut warden = MirrorWarden::prepare(PRISONER);
     let mount = warden.mount_arg();
     let container = Container::start(&tag, &["--hostname", HOSTNAME, "--volume", &mount])
@@ -426,13 +439,15 @@ fn agent_cannot_run_an_original(c: &Container) -> Result<(), String> {
             "--gid",
             "1000",
             "--",
-            "/bin/head",
+            "head",
             "head",
             "/etc/hostname",
         ],
     )?;
     ensure(
-        helper.status == Some(126) && helper.stdout.is_empty(),
+        helper.status == Some(126)
+            && helper.stdout.is_empty()
+            && helper.stderr_text().contains("Permission denied"),
         || format!("exec-helper started by the agent: {helper:?}"),
     )
 }
@@ -475,15 +490,99 @@ fn nested_call_is_decided_again_and_linked(
     )
 }
 
+/// A raw request (perl in the prisoner, no shim) whose argv[0] is `/usr/bin/rm/.` and
+/// whose tool_path is `/usr/bin/rm`: denied before the policy, the victim survives, and
+/// the audit records the denial. Images without perl (busybox) skip it.
+fn argv0_that_is_not_a_command_name_is_denied(
+    c: &Container,
+    warden: &MirrorWarden,
+) -> Result<(), String> {
+    if !c.sh("agent", "command -v perl >/dev/null", &[])?.success() {
+        return Ok(());
+    }
+    c.sh_ok("agent", "echo keep >/workspace/victim", &[])?;
+    let mut request = raw_request(&[b"/usr/bin/rm/.", b"-f", b"/workspace/victim"]);
+    request.tool_path = b"/usr/bin/rm".to_vec();
+    request.cwd = b"/workspace".to_vec();
+    let reply = raw_call_in_container(c, "agent", "/run/clawrden/warden.sock", &request)?;
+    let d = reply.decision();
+    let reason = "argv[0] /usr/bin/rm/. ends in `.` or `..`, which is not a command name; call the tool by its name";
+    ensure(
+        d.action == clawrden_protocol::Action::Deny
+            && d.reason == reason
+            && d.rule.is_none()
+            && reply.frames.len() == 1,
+        || format!("raw argv[0]=/usr/bin/rm/.: {reply:?}"),
+    )?;
+    let kept = c.sh("agent", "cat /workspace/victim", &[])?;
+    ensure(kept.stdout == b"keep\n", || {
+        format!("the victim after a raw /usr/bin/rm/. call: {kept:?}")
+    })?;
+    let id = d.request_id.clone();
+    let decision = warden.wait_audit("the refused call's decision", |events| {
+        events
+            .iter()
+            .find(|e| e.event() == "decision" && e.request_id() == Some(id.as_str()))
+            .cloned()
+    });
+    ensure(
+        decision.str_field("action") == Some("deny")
+            && decision.str_field("reason") == Some(reason)
+            && decision.get("rule").is_some_and(|r| r.is_null()),
+        || format!("decision of the refused call: {}", decision.raw),
+    )
+}
+
+/// A raw request (perl in the prisoner) that claims an earlier, finished request as its
+/// parent: it runs, but the audit records the claim as unverified, never as the parent.
+fn a_forged_parent_claim_is_recorded_as_unverified(
+    c: &Container,
+    warden: &MirrorWarden,
+) -> Result<(), String> {
+    if !c.sh("agent", "command -v perl >/dev/null", &[])?.success() {
+        return Ok(());
+    }
+    let finished = warden.wait_audit("an earlier finished request", |events| {
+        events
+            .iter()
+            .find(|e| e.event() == "exit")
+            .and_then(|e| e.request_id().map(str::to_owned))
+    });
+    let mut request = raw_request(&[b"cat", b"/etc/hostname"]);
+    request.parent_request = Some(finished.clone());
+    request.cwd = b"/workspace".to_vec();
+    request.tool_path = b"/usr/bin/cat".to_vec();
+    let reply = raw_call_in_container(c, "agent", "/run/clawrden/warden.sock", &request)?;
+    ensure(
+        reply.exit() == Some(0) && reply.stdout() == format!("{HOSTNAME}\n").as_bytes(),
+        || format!("raw cat claiming parent {finished}: {reply:?}"),
+    )?;
+    let id = reply.decision().request_id.clone();
+    let req = warden.wait_audit("the forged call's request event", |events| {
+        events
+            .iter()
+            .find(|e| e.event() == "request" && e.request_id() == Some(id.as_str()))
+            .cloned()
+    });
+    let reason = format!("request {finished} is not running (it finished, or never existed)");
+    ensure(
+        req.get("parent_request").is_some_and(|p| p.is_null())
+            && req.str_field("unverified_parent") == Some(finished.as_str())
+            && req.str_field("unverified_parent_reason") == Some(reason.as_str()),
+        || format!("request event of the forged claim: {}", req.raw),
+    )
+}
+
 /// `nested`: whether nested calls can be checked. Busybox runs applets in-process
 /// (FEATURE_PREFER_APPLETS), so `env cat` there never executes /bin/cat and makes no
 /// nested call. `tty`: also shim `tty` and check a call made on a terminal.
-fn mirror_case(test: &str, image: &str, nested: bool, tty: bool) {
+/// `hardener_args`: extra options for harden-container.sh.
+fn mirror_case(test: &str, image: &str, nested: bool, tty: bool, hardener_args: &[&str]) {
     let mut tools = vec!["cat", "head", "rm", "tail", "env"];
     if tty {
         tools.push("tty");
     }
-    let Some((warden, c)) = prisoner(test, image, &tools) else {
+    let Some((warden, c)) = prisoner_with(test, image, &tools, hardener_args) else {
         return;
     };
     let mut report = Report {
@@ -526,6 +625,14 @@ fn mirror_case(test: &str, image: &str, nested: bool, tty: bool) {
         "the agent cannot run an original",
         agent_cannot_run_an_original(&c),
     );
+    report.check(
+        "a raw request whose argv[0] is not a command name is denied",
+        argv0_that_is_not_a_command_name_is_denied(&c, &warden),
+    );
+    report.check(
+        "a forged parent claim is recorded as unverified",
+        a_forged_parent_claim_is_recorded_as_unverified(&c, &warden),
+    );
     if nested {
         report.check(
             "a nested call is decided again and linked to its parent",
@@ -556,6 +663,7 @@ fn mirror_runs_originals_in_a_bookworm_prisoner() {
         "bookworm",
         true,
         true,
+        &[],
     );
 }
 
@@ -566,6 +674,7 @@ fn mirror_runs_originals_in_a_busybox_prisoner() {
         "busybox",
         false,
         false,
+        &[ACCEPT_SHELL_BYPASS],
     );
 }
 
@@ -576,6 +685,7 @@ fn mirror_runs_originals_in_a_bullseye_prisoner() {
         "bullseye",
         true,
         false,
+        &[],
     );
 }
 

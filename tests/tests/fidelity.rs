@@ -292,7 +292,22 @@ fn environment_is_scrubbed_to_the_allowlist_plus_rule_pass_minus_rule_drop() {
         .env("LANG", "C.UTF-8")
         .env("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI-test-secret")
         .env("MY_TOOL_TOKEN", "token-value")
-        .env("LD_PRELOAD", "/nonexistent/evil.so");
+        .env("LD_PRELOAD", "/nonexistent/evil.so")
+        .env("PATH", "/home/agent/bin:/usr/bin:/bin")
+        .env("HOME", "/home/agent")
+        .env("USER", "agent");
+    // The command runs as this test's own user (the harness allows the warden's uid):
+    // its HOME, USER and LOGNAME, and the warden's command_path, never the caller's.
+    let me = nix::unistd::User::from_uid(nix::unistd::getuid())
+        .unwrap()
+        .expect("the test's user has a passwd entry");
+    let identity = [
+        format!("HOME={}", me.dir.display()),
+        format!("LOGNAME={}", me.name),
+        "PATH=/usr/bin:/bin".to_string(),
+        format!("USER={}", me.name),
+    ];
+    let socket = format!("CLAWRDEN_SOCKET={}", w.socket.display());
 
     let out = w.run(&base);
     assert_eq!(out.status.code(), Some(0), "env through the shim: {out:?}");
@@ -302,17 +317,25 @@ fn environment_is_scrubbed_to_the_allowlist_plus_rule_pass_minus_rule_drop() {
         .find_map(|l| l.strip_prefix("CLAWRDEN_PARENT_REQUEST="))
         .unwrap_or_else(|| panic!("CLAWRDEN_PARENT_REQUEST not set: {lines:?}"));
     assert!(!parent.is_empty(), "empty CLAWRDEN_PARENT_REQUEST");
+    // The warden's secret for this command's nested calls (32 random bytes in hex).
+    let token = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("CLAWRDEN_PARENT_TOKEN="))
+        .unwrap_or_else(|| panic!("CLAWRDEN_PARENT_TOKEN not set: {lines:?}"));
+    assert_eq!(token.len(), 64, "{token:?}");
+    let mut want = vec![
+        format!("CLAWRDEN_PARENT_REQUEST={parent}"),
+        format!("CLAWRDEN_PARENT_TOKEN={token}"),
+        socket.clone(),
+        "LANG=C.UTF-8".to_string(),
+    ];
+    want.extend(identity.iter().cloned());
+    want.sort();
     assert_eq!(
-        lines,
-        [
-            format!("CLAWRDEN_PARENT_REQUEST={parent}"),
-            format!("CLAWRDEN_SOCKET={}", w.socket.display()),
-            "HOME=/".to_string(),
-            "LANG=C.UTF-8".to_string(),
-            "PATH=/usr/bin:/bin".to_string(),
-        ],
-        "default scrub keeps only the allowlist (LANG passes, and the socket for nested \
-         calls; the secret, LD_PRELOAD and MY_TOOL_TOKEN do not)"
+        lines, want,
+        "default scrub keeps only the allowlist (LANG passes; the secret, LD_PRELOAD, \
+         MY_TOOL_TOKEN and the caller's PATH, HOME and USER do not; the warden sets \
+         CLAWRDEN_SOCKET)"
     );
 
     let out = w.run(&base.clone().args(["-u", "PASS_RULE_MARKER"]));
@@ -324,12 +347,14 @@ fn environment_is_scrubbed_to_the_allowlist_plus_rule_pass_minus_rule_drop() {
     let lines: Vec<String> = env_lines(&out)
         .into_iter()
         .filter(|l| {
-            !l.starts_with("CLAWRDEN_PARENT_REQUEST=") && !l.starts_with("CLAWRDEN_SOCKET=")
+            !l.starts_with("CLAWRDEN_PARENT_REQUEST=") && !l.starts_with("CLAWRDEN_PARENT_TOKEN=")
         })
         .collect();
+    let mut want = vec![socket, "MY_TOOL_TOKEN=token-value".to_string()];
+    want.extend(identity.iter().cloned());
+    want.sort();
     assert_eq!(
-        lines,
-        ["HOME=/", "MY_TOOL_TOKEN=token-value", "PATH=/usr/bin:/bin"],
+        lines, want,
         "rule env.pass adds MY_TOOL_TOKEN, env.drop removes LANG"
     );
     let audit = std::fs::read_to_string(w.audit_path()).unwrap_or_default();

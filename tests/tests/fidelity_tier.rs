@@ -70,7 +70,7 @@ fn run_tier(args: &[&str], log: impl Fn() -> String) {
 
 #[test]
 fn local_executor_sessions_and_one_shot_calls_match_direct_runs() {
-    let w = TestWarden::builder().search_path(SEARCH_PATH).start();
+    let w = TestWarden::builder().command_path(SEARCH_PATH).start();
     let work = w.dir().join("work");
     std::fs::create_dir(&work).expect("create the workspace");
     let shim = binaries().shim.display().to_string();

@@ -108,11 +108,14 @@ fn killing_the_shim_kills_the_tree(stream_only: bool) {
     let (mut child, _rx) = start_sleeper(&w, token);
     let id = w.request_id_for(token);
     let entry = parent_env(&id);
-    let running = pids_with_env(&entry);
-    assert!(
-        running.len() >= 2,
-        "expected sh and its sleeps to carry {entry}, found {running:?}"
+    // sh prints "ready" before it forks its two sleeps: wait (bounded) until all three
+    // carry the request's id.
+    let running = poll_until(
+        &format!("sh and its two sleeps carrying {entry}"),
+        Duration::from_secs(10),
+        || Some(pids_with_env(&entry)).filter(|r| r.len() >= 3),
     );
+    assert_eq!(running.len(), 3, "{running:?}");
     child.kill().expect("SIGKILL the shim");
     let status = child.wait().unwrap();
     assert_eq!(status.signal(), Some(9));

@@ -1,5 +1,6 @@
-//! `GET /metrics` of a real warden after a known workload: exact counter values, the
-//! queue gauge back at zero, one reload per SIGHUP, and a bounded `command` label.
+//! `GET /metrics` of a real warden after a known workload: exact counter values, the age of a
+//! waiting approval, the queue gauges back at zero, one reload per SIGHUP, and a bounded
+//! `command` label.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -51,6 +52,14 @@ fn wait_for_metrics(api: &Api, want: &[(String, f64)]) -> BTreeMap<String, f64> 
     }
 }
 
+/// Seconds since the Unix epoch, as the warden's gauges count them.
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_secs_f64()
+}
+
 fn policy(approval_timeout: &str) -> String {
     format!(
         "version: 1\n\
@@ -91,9 +100,18 @@ fn metrics_count_a_known_workload_exactly() {
             Some(126)
         );
     }
-    // One ask denied by a person.
+    // One ask denied by a person. While it waits, the queue shows it and when it was
+    // queued (the warden's wall clock, between the two readings around the call).
+    let before = unix_now();
     let mut shim = ShimCall::spawn(&w, &Call::new("printf").arg("asked"));
     let (id, _) = shim.approval_id(STEP);
+    let after = unix_now();
+    let waiting = wait_for_metrics(&admin, &[("clawrden_queue_size".into(), 1.0)]);
+    let queued_at = waiting["clawrden_oldest_pending_approval_timestamp_seconds"];
+    assert!(
+        (before..=after).contains(&queued_at),
+        "oldest pending approval queued at {queued_at}, not within [{before}, {after}]"
+    );
     approver.post_json(
         &format!("/api/v1/requests/{id}/deny"),
         &json!({ "reason": "metrics" }),
@@ -132,6 +150,10 @@ fn metrics_count_a_known_workload_exactly() {
         // The person's answer and the timeout.
         ("clawrden_approval_wait_seconds_count".into(), 2.0),
         ("clawrden_queue_size".into(), 0.0),
+        (
+            "clawrden_oldest_pending_approval_timestamp_seconds".into(),
+            0.0,
+        ),
         (r#"clawrden_policy_reloads_total{result="ok"}"#.into(), 1.0),
         (
             r#"clawrden_policy_reloads_total{result="error"}"#.into(),

@@ -2,13 +2,19 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
+
+use clawrden_policy::Policy;
 
 use crate::auth;
-use crate::cli::{CheckArgs, RunArgs, TokenCommand};
-use crate::config;
+use crate::cli::{CheckArgs, ExecutorName, RunArgs, TokenCommand};
+use crate::clock::SystemClock;
+use crate::config::{self, WardenConfig};
 use crate::exec_registry::ExecutorRegistry;
+use crate::identity::{RunAs, WardenIdentity};
 use crate::logging;
-use crate::server::{termination_signal, Warden};
+use crate::server::{lock_state_dir, termination_signal, Warden};
+use crate::state_dir;
 use crate::store::{Store, Timestamp};
 
 /// Where the HTTP API listens when neither `--listen` nor `listen:` says.
@@ -92,8 +98,51 @@ pub fn check_config(args: &CheckArgs) -> u8 {
     }
 }
 
+/// Checks what the local executor needs before the warden starts (the error is printed
+/// and exits 64): who commands run as ([`RunAs`]: never the warden, see
+/// [`crate::identity`]), every rule's `run_as` user, and a state directory no such
+/// identity can reach (owned by the warden, mode 0700). `None` without the local executor.
+pub fn check_local_execution(
+    config: &WardenConfig,
+    policy: &Policy,
+) -> Result<Option<RunAs>, String> {
+    if !config.executors.contains(&ExecutorName::Local) {
+        return Ok(None);
+    }
+    let run_as = RunAs::new(
+        WardenIdentity::current(),
+        config.run_as.as_deref(),
+        config.allow_run_as_warden,
+    )?;
+    for rule in policy.rules() {
+        if let Some(user) = rule.run_as() {
+            run_as.check_rule_user(user).map_err(|e| {
+                format!(
+                    "{}: rule `{}`: run_as {user}: {e}",
+                    policy.origin(),
+                    rule.name()
+                )
+            })?;
+        }
+    }
+    if let Some(old) = state_dir::restrict_to_owner(&config.state_dir, run_as.warden().uid)? {
+        tracing::info!(
+            state_dir = %config.state_dir.display(),
+            old_mode = format!("{old:o}"),
+            "made the state directory private to the warden's user (mode 0700)"
+        );
+    }
+    Ok(Some(run_as))
+}
+
 /// Runs the daemon until SIGTERM/SIGINT. Everything is checked before anything binds.
 pub fn run_daemon(args: &RunArgs) -> u8 {
+    // First, before anything is opened: descriptors inherited by mistake must not reach
+    // the commands this warden starts.
+    if let Err(e) = crate::sys::mark_inherited_fds_cloexec() {
+        eprintln!("clawrden-warden: cannot mark inherited descriptors close-on-exec: {e}");
+        return EXIT_FAILURE;
+    }
     let loaded = match config::load(args) {
         Ok(l) => l,
         Err(e) => {
@@ -101,7 +150,26 @@ pub fn run_daemon(args: &RunArgs) -> u8 {
             return EXIT_USAGE;
         }
     };
-    let (executors, docker) = match ExecutorRegistry::for_config(&loaded.config) {
+    logging::init(loaded.config.log_format);
+    let run_as = match check_local_execution(&loaded.config, &loaded.policy) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("clawrden-warden: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    // Before the executors, which keep state of their own for this directory (the
+    // per-request cgroups): a second warden must touch nothing of the first one's. A busy
+    // directory is not a usage error (the config is fine), so 1.
+    let state_lock = match lock_state_dir(&loaded.config.state_dir) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot lock the state directory");
+            eprintln!("clawrden-warden: {e}");
+            return EXIT_FAILURE;
+        }
+    };
+    let (executors, docker) = match ExecutorRegistry::for_config(&loaded.config, run_as) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("clawrden-warden: {e}");
@@ -125,7 +193,12 @@ pub fn run_daemon(args: &RunArgs) -> u8 {
         },
         None => None,
     };
-    logging::init(loaded.config.log_format);
+    match crate::caps::raise_nofile_limit() {
+        Ok(n) => tracing::info!(nofile = n, "open-file limit raised to its hard limit"),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot raise RLIMIT_NOFILE; the connection caps are fitted to the current limit")
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -137,12 +210,18 @@ pub fn run_daemon(args: &RunArgs) -> u8 {
         }
     };
     runtime.block_on(async move {
-        let mut warden = match Warden::new(&loaded.config, loaded.policy, executors) {
+        let mut warden = match Warden::with_state_lock(
+            &loaded.config,
+            loaded.policy,
+            executors,
+            Arc::new(SystemClock),
+            state_lock,
+        ) {
             Ok(w) => w,
             Err(e) => {
                 tracing::error!(error = %e, "cannot set up the warden");
                 eprintln!("clawrden-warden: {e}");
-                return EXIT_FAILURE;
+                return e.exit_status();
             }
         };
         if let Some(t) = metrics_token {

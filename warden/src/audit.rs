@@ -1,6 +1,8 @@
 //! The tamper-evident audit trail: `<state-dir>/audit/audit.jsonl`, one JSON object per
-//! event, each line carrying `seq` and `prev` (SHA-256 of the previous line), so
-//! `clawctl audit verify` finds any edit or cut.
+//! event, each line carrying `seq`, `prev` (SHA-256 of the previous line) and `mac`
+//! (HMAC-SHA-256 under `<state-dir>/audit.key`), so `clawctl audit verify --key` finds
+//! any edit or cut, even one whose author recomputed the hashes. The line format and the
+//! chain are defined once, in the `clawrden-audit` crate; this module writes the files.
 //!
 //! Every line goes out as one `write(2)` on an `O_APPEND` file, with no userspace buffer:
 //! once [`Audit::record`] returns, the line is in the kernel, so a `decision` recorded
@@ -16,125 +18,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde_json::Value;
-use sha2::{Digest, Sha256};
+pub use clawrden_audit::{bytes_value, AuditKey, Event, EventKind, ACTIVE_FILE, ZERO_HASH};
+use clawrden_audit::{link_hash, newest_rotated, parse_line, render, rotated_name};
 
 use crate::clock::Clock;
 
-/// Name of the file being written.
-pub const ACTIVE_FILE: &str = "audit.jsonl";
 /// Default size at which the active file is rotated.
 pub const DEFAULT_MAX_SIZE: u64 = 64 * 1024 * 1024;
-/// `prev` of the very first line.
-pub const ZERO_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
-
-/// Kinds of audit events.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventKind {
-    Request,
-    Decision,
-    Approval,
-    Start,
-    Exit,
-    TimeoutViolation,
-    Cancel,
-    Control,
-    Error,
-}
-
-impl EventKind {
-    /// The `event` field's value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventKind::Request => "request",
-            EventKind::Decision => "decision",
-            EventKind::Approval => "approval",
-            EventKind::Start => "start",
-            EventKind::Exit => "exit",
-            EventKind::TimeoutViolation => "timeout_violation",
-            EventKind::Cancel => "cancel",
-            EventKind::Control => "control",
-            EventKind::Error => "error",
-        }
-    }
-}
-
-/// One event, before the writer gives it `seq`, `ts` and `prev`.
-#[derive(Debug, Clone)]
-pub struct Event {
-    kind: EventKind,
-    request_id: Option<String>,
-    fields: Vec<(&'static str, Value)>,
-}
-
-impl Event {
-    /// An event about one call.
-    pub fn for_request(kind: EventKind, request_id: &str) -> Event {
-        Event {
-            kind,
-            request_id: Some(request_id.to_owned()),
-            fields: Vec::new(),
-        }
-    }
-
-    /// A control event (not about one call).
-    pub fn control() -> Event {
-        Event {
-            kind: EventKind::Control,
-            request_id: None,
-            fields: Vec::new(),
-        }
-    }
-
-    /// Adds a field; fields keep the order they were added in.
-    pub fn with(mut self, key: &'static str, value: impl Into<Value>) -> Event {
-        self.fields.push((key, value.into()));
-        self
-    }
-
-    /// Adds a byte-string field: a JSON string if valid UTF-8, else `{"hex": "..."}`.
-    pub fn with_bytes(self, key: &'static str, value: &[u8]) -> Event {
-        self.with(key, bytes_value(value))
-    }
-
-    /// Adds an array of byte strings (argv), each encoded like [`Event::with_bytes`].
-    pub fn with_byte_list(self, key: &'static str, values: &[Vec<u8>]) -> Event {
-        let list: Vec<Value> = values.iter().map(|v| bytes_value(v)).collect();
-        self.with(key, Value::Array(list))
-    }
-
-    /// The event kind.
-    pub fn kind(&self) -> EventKind {
-        self.kind
-    }
-}
-
-/// A byte string as JSON: a string if valid UTF-8, else `{"hex": "..."}`.
-pub fn bytes_value(bytes: &[u8]) -> Value {
-    match std::str::from_utf8(bytes) {
-        Ok(s) => Value::String(s.to_owned()),
-        Err(_) => {
-            let mut obj = serde_json::Map::new();
-            obj.insert("hex".to_owned(), Value::String(hex(bytes)));
-            Value::Object(obj)
-        }
-    }
-}
-
-/// Lowercase hex.
-pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 0xf) as usize] as char);
-    }
-    s
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    hex(&Sha256::digest(bytes))
-}
 
 /// Why an audit line could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -179,8 +69,11 @@ struct Writer {
     dir: PathBuf,
     max_size: u64,
     clock: Arc<dyn Clock>,
+    key: Arc<AuditKey>,
     open: Option<OpenFile>,
     last_error: Option<String>,
+    /// Gets a copy of every line written (off-host forwarding).
+    forward: Option<crate::audit_forward::Forwarder>,
 }
 
 struct OpenFile {
@@ -194,17 +87,19 @@ struct OpenFile {
 }
 
 impl Audit {
-    /// A writer for `dir` (normally `<state-dir>/audit`). Opening is attempted on the first
-    /// [`Audit::record`] (and by [`Audit::open_now`]); a directory that cannot be written
-    /// makes calls fail, not the warden.
-    pub fn new(dir: PathBuf, max_size: u64, clock: Arc<dyn Clock>) -> Audit {
+    /// A writer for `dir` (normally `<state-dir>/audit`) that MACs every line with `key`.
+    /// Opening is attempted on the first [`Audit::record`] (and by [`Audit::open_now`]); a
+    /// directory that cannot be written makes calls fail, not the warden.
+    pub fn new(dir: PathBuf, max_size: u64, clock: Arc<dyn Clock>, key: Arc<AuditKey>) -> Audit {
         Audit {
             writer: Arc::new(Mutex::new(Writer {
                 dir,
                 max_size,
                 clock,
+                key,
                 open: None,
                 last_error: None,
+                forward: None,
             })),
             failures: Arc::new(AtomicU64::new(0)),
         }
@@ -246,6 +141,11 @@ impl Audit {
         }
     }
 
+    /// Sends a copy of every line written from now on to `forward` (`None`: stop).
+    pub fn set_forwarder(&self, forward: Option<crate::audit_forward::Forwarder>) {
+        self.lock().forward = forward;
+    }
+
     /// Flushes the active file to disk (on shutdown).
     pub fn sync(&self) -> Result<(), AuditError> {
         let w = self.lock();
@@ -264,6 +164,11 @@ impl Audit {
     /// The cause of the last failure, if the last attempt failed.
     pub fn last_error(&self) -> Option<String> {
         self.lock().last_error.clone()
+    }
+
+    /// The public id of the key lines are MAC'd with.
+    pub fn key_id(&self) -> String {
+        self.lock().key.id()
     }
 
     /// Seq and hash of the last line written, if the file is open.
@@ -290,7 +195,7 @@ impl Writer {
         let (seq, line) = {
             let open = self.open.as_ref().expect("opened above");
             let seq = open.seq + 1;
-            (seq, render_line(seq, &ts, event, &open.prev))
+            (seq, render(seq, &ts, event, &open.prev, &self.key))
         };
         let need_rotation = {
             let open = self.open.as_ref().expect("opened above");
@@ -328,8 +233,11 @@ impl Writer {
         }
         open.size += buf.len() as u64;
         open.seq = seq;
-        open.prev = sha256_hex(line.as_bytes());
+        open.prev = link_hash(line.as_bytes());
         open.first_seq.get_or_insert(seq);
+        if let Some(f) = &self.forward {
+            f.offer(&line);
+        }
         Ok(seq)
     }
 
@@ -337,7 +245,7 @@ impl Writer {
         let active = self.active();
         let open = self.open.as_mut().expect("rotate needs an open file");
         let first = open.first_seq.unwrap_or(open.seq);
-        let target = self.dir.join(format!("audit.{first:020}.jsonl"));
+        let target = self.dir.join(rotated_name(first));
         if target.symlink_metadata().is_ok() {
             return Err(AuditError::RotationTargetExists {
                 from: active,
@@ -419,7 +327,7 @@ fn open_active(dir: &Path) -> Result<OpenFile, AuditError> {
             file,
             size,
             seq,
-            prev: sha256_hex(&last),
+            prev: link_hash(&last),
             first_seq: first,
         });
     }
@@ -435,7 +343,7 @@ fn open_active(dir: &Path) -> Result<OpenFile, AuditError> {
                         path: rotated.clone(),
                         message,
                     })?,
-                    sha256_hex(&last),
+                    link_hash(&last),
                 ),
                 None => (0, ZERO_HASH.to_owned()),
             }
@@ -451,38 +359,8 @@ fn open_active(dir: &Path) -> Result<OpenFile, AuditError> {
     })
 }
 
-fn newest_rotated(dir: &Path) -> io::Result<Option<PathBuf>> {
-    let mut best: Option<(u64, PathBuf)> = None;
-    for entry in fs::read_dir(dir)? {
-        let entry = entry?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        let Some(num) = name
-            .strip_prefix("audit.")
-            .and_then(|r| r.strip_suffix(".jsonl"))
-        else {
-            continue;
-        };
-        if num.len() != 20 || !num.bytes().all(|b| b.is_ascii_digit()) {
-            continue;
-        }
-        let Ok(n) = num.parse::<u64>() else { continue };
-        let newer = match &best {
-            None => true,
-            Some((b, _)) => n > *b,
-        };
-        if newer {
-            best = Some((n, entry.path()));
-        }
-    }
-    Ok(best.map(|(_, p)| p))
-}
-
 fn line_seq(line: &[u8]) -> Result<u64, String> {
-    let v: Value = serde_json::from_slice(line).map_err(|e| format!("not JSON: {e}"))?;
-    v.get("seq")
-        .and_then(Value::as_u64)
-        .ok_or_else(|| "no numeric seq field".to_owned())
+    parse_line(line).map(|head| head.seq)
 }
 
 struct Tail {
@@ -544,31 +422,6 @@ fn read_first_line(file: &File) -> io::Result<Option<Vec<u8>>> {
         line.extend_from_slice(&chunk[..n]);
         off += n as u64;
     }
-}
-
-fn render_line(seq: u64, ts: &str, event: &Event, prev: &str) -> String {
-    let mut s = String::with_capacity(256);
-    s.push_str("{\"seq\":");
-    s.push_str(&seq.to_string());
-    s.push_str(",\"ts\":\"");
-    s.push_str(ts);
-    s.push_str("\",\"event\":\"");
-    s.push_str(event.kind.as_str());
-    s.push('"');
-    if let Some(id) = &event.request_id {
-        s.push_str(",\"request_id\":");
-        s.push_str(&Value::String(id.clone()).to_string());
-    }
-    for (key, value) in &event.fields {
-        s.push_str(",\"");
-        s.push_str(key);
-        s.push_str("\":");
-        s.push_str(&value.to_string());
-    }
-    s.push_str(",\"prev\":\"");
-    s.push_str(prev);
-    s.push_str("\"}");
-    s
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ` (RFC 3339, UTC, milliseconds). Times before 1970 print as

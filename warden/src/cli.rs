@@ -25,7 +25,9 @@ pub struct RunArgs {
     /// Read everything from this warden.yaml instead of the flags below.
     #[arg(long, value_name = "FILE", conflicts_with_all = [
         "policy", "state_dir", "socket", "executor", "prisoner", "exec_helper", "stream_only",
-        "listen", "metrics_token_file", "trust_proxy"
+        "listen", "metrics_token_file", "trust_proxy", "max_connections",
+        "max_connections_per_prisoner", "max_pending_per_prisoner", "max_request_bytes_kept",
+        "audit_syslog", "run_as", "allow_run_as_warden", "command_path"
     ])]
     pub config: Option<PathBuf>,
     /// The policy file (reloaded on change and on SIGHUP).
@@ -62,6 +64,34 @@ pub struct RunArgs {
     /// `X-Forwarded-Proto` so dashboard cookies are marked `Secure`.
     #[arg(long)]
     pub trust_proxy: bool,
+    /// Run every locally executed command as USER (a rule's `run_as` still wins)
+    /// [default: as the caller when the warden is root].
+    #[arg(long, value_name = "USER")]
+    pub run_as: Option<String>,
+    /// Let locally executed commands run as the warden's own uid (and as root when the
+    /// warden is root). Off by default: such a command could read the warden's state.
+    #[arg(long)]
+    pub allow_run_as_warden: bool,
+    /// PATH of locally executed commands, and where the local executor looks them up
+    /// [default: /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin].
+    #[arg(long, value_name = "DIR[:DIR...]")]
+    pub command_path: Option<String>,
+    /// Open shim connections across all prisoners; more are refused (exit 125) [default: 256].
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Open shim connections of one prisoner; more are refused [default: 64].
+    #[arg(long, value_name = "N")]
+    pub max_connections_per_prisoner: Option<usize>,
+    /// Asks of one prisoner waiting for a person at once; more are refused [default: 16].
+    #[arg(long, value_name = "N")]
+    pub max_pending_per_prisoner: Option<usize>,
+    /// Bytes of argv and env names the audit and store keep per call (beyond: a prefix and
+    /// the SHA-256 of the whole); also the largest ask [default: 65536].
+    #[arg(long, value_name = "BYTES")]
+    pub max_request_bytes_kept: Option<usize>,
+    /// Forward every audit line to this syslog receiver (RFC 5424 over TCP, octet-counted).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub audit_syslog: Option<String>,
 }
 
 /// Subcommands.

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use clawrden_policy::{Policy, PolicyError};
 use serde::Deserialize;
 
+use crate::audit_forward::{Facility, SyslogConfig, DEFAULT_QUEUE};
+use crate::caps::CapsConfig;
 use crate::cli::{ExecutorName, LogFormat, RunArgs};
 
 /// Exit status for a bad config or policy (EX_USAGE).
@@ -86,7 +88,24 @@ pub struct WardenConfig {
     /// Trust `X-Forwarded-Proto` from a reverse proxy in front of the API
     /// (`--trust-proxy`, `trust_proxy:`): dashboard cookies then get `Secure` behind TLS.
     pub trust_proxy: bool,
+    /// User every locally executed command runs as (`--run-as`, `run_as:`), unless its
+    /// rule names one; unset: the caller, when the warden can switch to it.
+    pub run_as: Option<String>,
+    /// Locally executed commands may run as the warden's own uid
+    /// (`--allow-run-as-warden`, `allow_run_as_warden:`).
+    pub allow_run_as_warden: bool,
+    /// `PATH` of locally executed commands and where they are looked up
+    /// (`--command-path`, `command_path:`).
+    pub command_path: String,
+    /// Caps on connections, pending asks and bytes kept per request (`max_*`).
+    pub caps: CapsConfig,
+    /// Where every audit line is also sent (`audit_syslog:`, `--audit-syslog`).
+    pub audit_syslog: Option<SyslogConfig>,
 }
+
+/// `command_path` when the config does not set one.
+pub const DEFAULT_COMMAND_PATH: &str =
+    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// A config (or policy) that cannot be used.
 #[derive(Debug)]
@@ -142,6 +161,40 @@ struct FileConfig {
     metrics_token_file: Option<PathBuf>,
     #[serde(default)]
     trust_proxy: bool,
+    run_as: Option<String>,
+    #[serde(default)]
+    allow_run_as_warden: bool,
+    command_path: Option<String>,
+    max_connections: Option<usize>,
+    max_connections_per_prisoner: Option<usize>,
+    max_pending_per_prisoner: Option<usize>,
+    max_request_bytes_kept: Option<usize>,
+    audit_syslog: Option<FileSyslog>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSyslog {
+    address: String,
+    #[serde(default)]
+    facility: Facility,
+    queue: Option<usize>,
+}
+
+/// The caps given (flags or file), defaults for the rest.
+fn caps_from(
+    max_connections: Option<usize>,
+    per_prisoner: Option<usize>,
+    pending: Option<usize>,
+    kept: Option<usize>,
+) -> CapsConfig {
+    let d = CapsConfig::default();
+    CapsConfig {
+        max_connections: max_connections.unwrap_or(d.max_connections),
+        max_connections_per_prisoner: per_prisoner.unwrap_or(d.max_connections_per_prisoner),
+        max_pending_per_prisoner: pending.unwrap_or(d.max_pending_per_prisoner),
+        max_request_bytes_kept: kept.unwrap_or(d.max_request_bytes_kept),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -317,6 +370,23 @@ pub fn from_flags(args: &RunArgs) -> Result<WardenConfig, ConfigError> {
             .as_deref()
             .map(|p| absolute(p, None)),
         trust_proxy: args.trust_proxy,
+        run_as: args.run_as.clone(),
+        allow_run_as_warden: args.allow_run_as_warden,
+        command_path: args
+            .command_path
+            .clone()
+            .unwrap_or_else(|| DEFAULT_COMMAND_PATH.to_owned()),
+        caps: caps_from(
+            args.max_connections,
+            args.max_connections_per_prisoner,
+            args.max_pending_per_prisoner,
+            args.max_request_bytes_kept,
+        ),
+        audit_syslog: args.audit_syslog.clone().map(|address| SyslogConfig {
+            address,
+            facility: Facility::default(),
+            queue: DEFAULT_QUEUE,
+        }),
     };
     validate(&config, &Origin::Flags)?;
     Ok(config)
@@ -411,9 +481,38 @@ pub fn parse_file(path: &Path, src: &str) -> Result<WardenConfig, ConfigError> {
         listen: raw.listen,
         metrics_token_file: raw.metrics_token_file.map(|p| absolute(&p, base)),
         trust_proxy: raw.trust_proxy,
+        run_as: raw.run_as,
+        allow_run_as_warden: raw.allow_run_as_warden,
+        command_path: raw
+            .command_path
+            .unwrap_or_else(|| DEFAULT_COMMAND_PATH.to_owned()),
+        caps: caps_from(
+            raw.max_connections,
+            raw.max_connections_per_prisoner,
+            raw.max_pending_per_prisoner,
+            raw.max_request_bytes_kept,
+        ),
+        audit_syslog: raw.audit_syslog.map(|s| SyslogConfig {
+            address: s.address,
+            facility: s.facility,
+            queue: s.queue.unwrap_or(DEFAULT_QUEUE),
+        }),
     };
     validate(&config, &origin)?;
     Ok(config)
+}
+
+/// A `command_path`: one or more absolute directories separated by `:`.
+fn check_command_path(path: &str) -> Result<(), String> {
+    if path.is_empty() {
+        return Err("command_path is empty; list absolute directories like /usr/bin:/bin".into());
+    }
+    match path.split(':').find(|dir| !dir.starts_with('/')) {
+        Some(dir) => Err(format!(
+            "command_path entry {dir:?} is not an absolute directory; commands must never be looked up relative to a working directory"
+        )),
+        None => Ok(()),
+    }
 }
 
 /// serde_yaml appends " at line L column C"; the position is printed in front instead.
@@ -454,6 +553,57 @@ fn invalid_container(origin: &Origin<'_>, container: &str) -> ConfigError {
 }
 
 fn validate(c: &WardenConfig, origin: &Origin<'_>) -> Result<(), ConfigError> {
+    let caps = [
+        (
+            "max_connections",
+            "--max-connections",
+            c.caps.max_connections,
+            1,
+        ),
+        (
+            "max_connections_per_prisoner",
+            "--max-connections-per-prisoner",
+            c.caps.max_connections_per_prisoner,
+            1,
+        ),
+        (
+            "max_pending_per_prisoner",
+            "--max-pending-per-prisoner",
+            c.caps.max_pending_per_prisoner,
+            1,
+        ),
+        (
+            "max_request_bytes_kept",
+            "--max-request-bytes-kept",
+            c.caps.max_request_bytes_kept,
+            1024,
+        ),
+    ];
+    for (key, flag, value, least) in caps {
+        if value < least {
+            return Err(origin.error(
+                key,
+                flag,
+                &value.to_string(),
+                0,
+                format!("{key} is {value}; it must be at least {least}"),
+            ));
+        }
+    }
+    if let Some(sink) = &c.audit_syslog {
+        if let Err(message) = crate::audit_forward::check_address(&sink.address) {
+            return Err(origin.error("address", "--audit-syslog", &sink.address, 0, message));
+        }
+        if sink.queue == 0 {
+            return Err(origin.error(
+                "queue",
+                "--config",
+                "0",
+                0,
+                "audit_syslog queue is 0; it must hold at least one line".to_owned(),
+            ));
+        }
+    }
     if let Some(host) = &c.docker_host {
         let supported = ["unix:///", "tcp://", "http://"]
             .iter()
@@ -575,6 +725,20 @@ fn validate(c: &WardenConfig, origin: &Origin<'_>) -> Result<(), ConfigError> {
         if let Some(message) = problem {
             return Err(origin.error("exec_helper", "--exec-helper", &helper, 0, message));
         }
+    }
+    if let Some(user) = &c.run_as {
+        if let Err(message) = crate::identity::check_user_name(user) {
+            return Err(origin.error("run_as", "--run-as", user, 0, message));
+        }
+    }
+    if let Err(message) = check_command_path(&c.command_path) {
+        return Err(origin.error(
+            "command_path",
+            "--command-path",
+            &c.command_path,
+            0,
+            message,
+        ));
     }
     if let Ok(m) = std::fs::metadata(&c.state_dir) {
         if !m.is_dir() {

@@ -1,14 +1,16 @@
 //! The executors this warden runs, by the name policies use (`local`, `mirror`, `ghost`).
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
 
 use crate::cli::ExecutorName;
 use crate::config::WardenConfig;
 use crate::docker::{DockerClient, DockerRuntime};
+use crate::executor::local::cgroup::RequestCgroups;
+use crate::executor::local::{LocalExecutor, LocalOptions};
 use crate::executor::mirror::MirrorExecutor;
 use crate::executor::Executor;
+use crate::identity::RunAs;
 
 /// Enabled executors. A verdict naming one not in here is denied (fail closed).
 #[derive(Default, Clone)]
@@ -50,17 +52,30 @@ impl ExecutorRegistry {
     }
 
     /// The executors a checked config enables, with the Docker client the mirror executor
-    /// uses (for the prisoner runtime too), when it is enabled.
+    /// uses (for the prisoner runtime too), when it is enabled. `run_as` (from
+    /// [`crate::app::check_local_execution`]) is required when `local` is enabled.
     pub fn for_config(
         config: &WardenConfig,
+        run_as: Option<RunAs>,
     ) -> Result<(ExecutorRegistry, Option<DockerClient>), String> {
-        let others: Vec<ExecutorName> = config
-            .executors
-            .iter()
-            .copied()
-            .filter(|e| *e != ExecutorName::Mirror)
-            .collect();
-        let mut reg = ExecutorRegistry::from_config(&others, &config.exec_helper)?;
+        let mut reg = ExecutorRegistry::new();
+        for e in &config.executors {
+            match e {
+                ExecutorName::Local => {
+                    let run_as = run_as
+                        .clone()
+                        .ok_or("the local executor needs its run-as settings checked first")?;
+                    reg.insert(e.as_str(), Arc::new(local_executor(config, run_as)?));
+                }
+                ExecutorName::Mirror => {}
+                ExecutorName::Ghost => {
+                    tracing::error!(
+                        executor = e.as_str(),
+                        "executor not available in this build; calls routed to it are denied"
+                    );
+                }
+            }
+        }
         if !config.executors.contains(&ExecutorName::Mirror) {
             return Ok((reg, None));
         }
@@ -82,32 +97,26 @@ impl ExecutorRegistry {
     pub fn docker_runtime(docker: &DockerClient) -> Arc<DockerRuntime> {
         Arc::new(DockerRuntime::new(docker.clone()))
     }
+}
 
-    /// The executors a checked config enables. Config validation already refused the
-    /// ones this build does not have. Mirror needs the prisoners' containers: use
-    /// [`ExecutorRegistry::for_config`].
-    pub fn from_config(
-        executors: &[ExecutorName],
-        exec_helper: &Path,
-    ) -> Result<ExecutorRegistry, String> {
-        let mut reg = ExecutorRegistry::new();
-        for e in executors {
-            match e {
-                ExecutorName::Local => {
-                    let local =
-                        crate::executor::local::LocalExecutor::new(exec_helper.to_owned(), None)
-                            .map_err(|err| format!("cannot set up the local executor: {err}"))?;
-                    reg.insert(e.as_str(), Arc::new(local));
-                }
-                ExecutorName::Mirror | ExecutorName::Ghost => {
-                    // Mirror is built by `for_config`, which knows the containers.
-                    tracing::error!(
-                        executor = e.as_str(),
-                        "executor not available in this build; calls routed to it are denied"
-                    );
-                }
-            }
+/// The local executor of a checked config: per-request cgroups when the host offers them
+/// (said once in the log either way).
+fn local_executor(config: &WardenConfig, run_as: RunAs) -> Result<LocalExecutor, String> {
+    let cgroups = match RequestCgroups::detect(&config.state_dir) {
+        Ok(c) => {
+            tracing::info!(cgroup = %c.parent().display(), "locally executed commands each get a cgroup, killed with cgroup.kill when their request ends");
+            Some(c)
         }
-        Ok(reg)
-    }
+        Err(why) => {
+            tracing::warn!(reason = %why, "per-request cgroups unavailable; the exec-helper (a supervisor the command cannot signal) alone keeps each process tree killable");
+            None
+        }
+    };
+    LocalExecutor::new(LocalOptions {
+        exec_helper: config.exec_helper.clone(),
+        command_path: config.command_path.clone().into(),
+        run_as,
+        cgroups,
+    })
+    .map_err(|err| format!("cannot set up the local executor: {err}"))
 }

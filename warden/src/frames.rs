@@ -8,18 +8,20 @@
 use std::fmt;
 use std::io::{self, IoSliceMut};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
 
 use clawrden_protocol::{FrameHeader, Message, ProtocolError, HEADER_LEN};
 use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
 use tokio::io::{AsyncWrite, AsyncWriteExt, Interest};
 use tokio::net::UnixStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Largest number of descriptors one `SCM_RIGHTS` message can carry on Linux
 /// (`SCM_MAX_FD`); room for all of them means the kernel never truncates (and so never
 /// installs descriptors we could not see).
 const SCM_MAX_FD: usize = 253;
-/// Bytes read per `recvmsg`.
-const SCRATCH: usize = 64 * 1024;
+/// Bytes read per `recvmsg`, and the unit of a reader's budget.
+pub const SCRATCH: usize = 64 * 1024;
 /// Longest text the warden puts in a reason or error message.
 pub const MAX_MESSAGE: usize = 4096;
 
@@ -54,6 +56,10 @@ pub struct FrameReader {
     scratch: Vec<u8>,
     collect_fds: bool,
     fds: Vec<OwnedFd>,
+    /// Shared allowance, in units of [`SCRATCH`] bytes, for frames larger than one unit
+    /// being read at once (see [`FrameReader::with_budget`]).
+    budget: Option<Arc<Semaphore>>,
+    held: Option<OwnedSemaphorePermit>,
 }
 
 impl Default for FrameReader {
@@ -70,7 +76,18 @@ impl FrameReader {
             scratch: vec![0; SCRATCH],
             collect_fds: true,
             fds: Vec::new(),
+            budget: None,
+            held: None,
         }
+    }
+
+    /// Makes frames larger than 64 KiB wait for room in `budget` (one permit per 64 KiB)
+    /// before their payload is read, and hold it until decoded: many connections sending
+    /// large requests at once (or stalling halfway) then hold at most the budget's worth
+    /// of buffers, and the rest wait within their request deadline.
+    pub fn with_budget(mut self, budget: Arc<Semaphore>) -> FrameReader {
+        self.budget = Some(budget);
+        self
     }
 
     /// From now on, descriptors arriving with data are closed at once.
@@ -100,8 +117,30 @@ impl FrameReader {
                     let msg = Message::decode(header.kind, &self.buf[HEADER_LEN..end])
                         .map_err(RecvError::Protocol)?;
                     self.buf.drain(..end);
+                    self.held = None;
+                    // A large request's buffer is not kept for the rest of the session.
+                    if self.buf.capacity() > 2 * SCRATCH {
+                        self.buf.shrink_to(SCRATCH);
+                    }
                     return Ok(Some(msg));
                 }
+                if let (Some(budget), None) = (&self.budget, &self.held) {
+                    let units = header.len.div_ceil(SCRATCH as u32);
+                    if units > 1 {
+                        // Cancel-safe: nothing has changed if this await is abandoned.
+                        let permit =
+                            budget
+                                .clone()
+                                .acquire_many_owned(units)
+                                .await
+                                .map_err(|_| {
+                                    RecvError::Io(io::Error::other("request budget closed"))
+                                })?;
+                        self.held = Some(permit);
+                    }
+                }
+                // Room for exactly this frame, not a doubling past it.
+                self.buf.reserve_exact(end - self.buf.len());
             }
             let fd = stream.as_raw_fd();
             let scratch = &mut self.scratch;
@@ -167,4 +206,41 @@ pub fn bounded(s: &str) -> String {
         end -= 1;
     }
     s[..end].to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clawrden_protocol::Request;
+
+    #[tokio::test]
+    async fn a_large_frame_holds_its_budget_from_header_to_decode() {
+        let budget = Arc::new(Semaphore::new(2));
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let mut reader = FrameReader::new().with_budget(budget.clone());
+        let request = Request {
+            argv: vec![vec![b'x'; 100_000]],
+            ..Request::default()
+        };
+        let mut bytes = Vec::new();
+        Message::Request(request.clone())
+            .encode(&mut bytes)
+            .unwrap();
+        let mut theirs = theirs;
+        theirs.write_all(&bytes[..70_000]).await.unwrap();
+        // Half a frame: the reader waits for the rest, holding two 64 KiB units.
+        let stalled =
+            tokio::time::timeout(std::time::Duration::from_millis(50), reader.next(&ours)).await;
+        assert!(stalled.is_err(), "decoded half a frame");
+        assert_eq!(budget.available_permits(), 0);
+        theirs.write_all(&bytes[70_000..]).await.unwrap();
+        let got = reader.next(&ours).await.unwrap();
+        assert_eq!(got, Some(Message::Request(request)));
+        assert_eq!(budget.available_permits(), 2);
+        assert!(
+            reader.buf.capacity() <= 2 * SCRATCH,
+            "{}",
+            reader.buf.capacity()
+        );
+    }
 }

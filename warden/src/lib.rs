@@ -10,7 +10,9 @@
 pub mod api;
 pub mod app;
 pub mod audit;
+pub mod audit_forward;
 pub mod auth;
+pub mod caps;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -22,13 +24,18 @@ pub mod env;
 pub mod exec_registry;
 pub mod executor;
 pub mod frames;
+pub mod identity;
 pub mod ids;
+pub mod kept;
+pub mod leftovers;
+pub mod lineage;
 pub mod listener;
 pub mod logging;
 pub mod metrics;
 pub mod policy_store;
 pub mod server;
 pub mod session;
+pub mod state_dir;
 pub mod store;
 #[allow(unsafe_code)]
 pub mod sys;

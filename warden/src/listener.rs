@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::UnixListener;
+use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
@@ -121,6 +121,47 @@ pub fn remove_socket(path: &Path, identity: (u64, u64)) {
     }
 }
 
+/// Refused connections of one socket kept open at once, each for at most [`LINGER`], so
+/// the shim's `Hello` lands before the close and it reads the reason instead of a broken
+/// pipe. Beyond this many, refused connections are closed at once.
+const MAX_LINGERING: usize = 64;
+const LINGER: Duration = Duration::from_secs(1);
+
+/// Tells a connection over its cap why: one `Error` frame written to a socket whose
+/// buffer is empty (never waits), then closed once the shim has hung up, within
+/// [`LINGER`]. The shim prints the reason and exits 125.
+fn refuse_connection(stream: UnixStream, reason: &str, lingering: &Arc<tokio::sync::Semaphore>) {
+    let mut frame = Vec::new();
+    let msg = clawrden_protocol::Message::Error {
+        kind: clawrden_protocol::ErrorKind::Internal,
+        message: crate::frames::bounded(reason),
+    };
+    if msg.encode(&mut frame).is_ok() {
+        let _ = stream.try_write(&frame);
+    }
+    let Ok(slot) = lingering.clone().try_acquire_owned() else {
+        return;
+    };
+    tokio::spawn(async move {
+        let drain = async {
+            let mut buf = [0u8; 256];
+            loop {
+                if stream.readable().await.is_err() {
+                    return;
+                }
+                match stream.try_read(&mut buf) {
+                    Ok(0) => return,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => return,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(LINGER, drain).await;
+        drop(slot);
+    });
+}
+
 impl PrisonerListener {
     /// (dev, inode) of the bound socket file.
     pub fn identity(&self) -> (u64, u64) {
@@ -136,6 +177,7 @@ impl PrisonerListener {
         mut shutdown: watch::Receiver<bool>,
         alive: mpsc::Sender<()>,
     ) -> (PathBuf, (u64, u64)) {
+        let lingering = Arc::new(tokio::sync::Semaphore::new(MAX_LINGERING));
         loop {
             let accepted = tokio::select! {
                 _ = shutdown.changed() => break,
@@ -158,9 +200,21 @@ impl PrisonerListener {
                     uid: c.uid(),
                     gid: c.gid(),
                     pid: c.pid(),
+                    // Kernels without SO_PEERGROUPS: the primary group only (fewer
+                    // rights, never more).
+                    groups: crate::sys::peer_groups(std::os::fd::AsFd::as_fd(&stream))
+                        .unwrap_or_else(|_| vec![c.gid()]),
                 },
                 Err(e) => {
                     tracing::warn!(prisoner = %self.prisoner, error = %e, "cannot read peer credentials; closing connection");
+                    continue;
+                }
+            };
+            let permit = match shared.caps.try_connection() {
+                Ok(p) => p,
+                Err(refusal) => {
+                    refuse_connection(stream, &refusal.to_string(), &lingering);
+                    shared.caps.refused(shared.control.metrics(), &refusal);
                     continue;
                 }
             };
@@ -168,6 +222,7 @@ impl PrisonerListener {
             let guard = alive.clone();
             tokio::spawn(async move {
                 session::run(shared, stream, peer, accepted_at).await;
+                drop(permit);
                 drop(guard);
             });
         }

@@ -8,12 +8,12 @@
 
 use std::collections::HashSet;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus::core::Collector;
 use prometheus::{
-    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Distinct `command` label values before the rest count as `other`.
@@ -70,13 +70,20 @@ pub struct Metrics {
     commands: Mutex<HashSet<String>>,
     requests_total: IntCounterVec,
     queue_size: IntGauge,
+    oldest_pending: Gauge,
     execution_duration: Histogram,
     errors_total: IntCounterVec,
     decision_duration: Histogram,
     approval_wait: Histogram,
     timeouts_total: IntCounter,
     policy_reloads_total: IntCounterVec,
+    refused_total: IntCounterVec,
+    audit_forwarded_total: IntCounterVec,
+    audit_forward_dropped_total: IntCounterVec,
 }
+
+/// Audit sinks, the values of the `sink` label.
+pub const AUDIT_SINKS: &[&str] = &["syslog"];
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -109,6 +116,15 @@ impl Metrics {
             IntGauge::new(
                 "clawrden_queue_size",
                 "Requests waiting for a person's approval.",
+            ),
+        );
+        let oldest_pending = register(
+            &registry,
+            &mut declared,
+            Gauge::new(
+                "clawrden_oldest_pending_approval_timestamp_seconds",
+                "Unix time the longest-waiting request in the approval queue was queued; \
+                 0 when none waits.",
             ),
         );
         let execution_duration = register(
@@ -182,6 +198,39 @@ impl Metrics {
                 &["version"],
             ),
         );
+        let refused_total = register(
+            &registry,
+            &mut declared,
+            IntCounterVec::new(
+                Opts::new(
+                    "clawrden_refused_total",
+                    "Calls refused (shim exit 125) for going over a cap, by prisoner and cap.",
+                ),
+                &["prisoner", "reason"],
+            ),
+        );
+        let audit_forwarded_total = register(
+            &registry,
+            &mut declared,
+            IntCounterVec::new(
+                Opts::new(
+                    "clawrden_audit_forwarded_total",
+                    "Audit lines delivered to an off-host sink.",
+                ),
+                &["sink"],
+            ),
+        );
+        let audit_forward_dropped_total = register(
+            &registry,
+            &mut declared,
+            IntCounterVec::new(
+                Opts::new(
+                    "clawrden_audit_forward_dropped_total",
+                    "Audit lines never delivered to an off-host sink (queue full or retries exhausted).",
+                ),
+                &["sink"],
+            ),
+        );
         // Set once here: build information does not change while the warden runs.
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
@@ -192,6 +241,15 @@ impl Metrics {
         for result in ["ok", "error"] {
             policy_reloads_total.with_label_values(&[result]);
         }
+        for prisoner in prisoners {
+            for reason in crate::caps::Refusal::REASONS {
+                refused_total.with_label_values(&[prisoner.as_ref(), reason]);
+            }
+        }
+        for sink in AUDIT_SINKS {
+            audit_forwarded_total.with_label_values(&[sink]);
+            audit_forward_dropped_total.with_label_values(&[sink]);
+        }
         Metrics {
             registry,
             declared,
@@ -199,12 +257,16 @@ impl Metrics {
             commands: Mutex::new(HashSet::new()),
             requests_total,
             queue_size,
+            oldest_pending,
             execution_duration,
             errors_total,
             decision_duration,
             approval_wait,
             timeouts_total,
             policy_reloads_total,
+            refused_total,
+            audit_forwarded_total,
+            audit_forward_dropped_total,
         }
     }
 
@@ -221,9 +283,21 @@ impl Metrics {
             .inc();
     }
 
-    /// The number of requests waiting for approval is now `n`.
-    pub fn queue_size(&self, n: usize) {
+    /// The approval queue changed; `queued_at` holds when each request now in it was
+    /// queued. Sets its size and the time the oldest one was queued (an alert on "an
+    /// approval waiting too long" needs the age of the oldest, which no count shows).
+    pub fn approval_queue(&self, queued_at: impl IntoIterator<Item = SystemTime>) {
+        let mut n = 0usize;
+        let mut oldest: Option<SystemTime> = None;
+        for t in queued_at {
+            n += 1;
+            oldest = Some(oldest.map_or(t, |o| o.min(t)));
+        }
         self.queue_size.set(i64::try_from(n).unwrap_or(i64::MAX));
+        let seconds = oldest
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.oldest_pending.set(seconds);
     }
 
     /// A command finished (any way) after running for `d`.
@@ -256,6 +330,32 @@ impl Metrics {
         self.policy_reloads_total
             .with_label_values(&[if ok { "ok" } else { "error" }])
             .inc();
+    }
+
+    /// A call from `prisoner` was refused for going over the cap named `reason`.
+    pub fn refused(&self, prisoner: &str, reason: &str) {
+        let reason = if crate::caps::Refusal::REASONS.contains(&reason) {
+            reason
+        } else {
+            OTHER
+        };
+        self.refused_total
+            .with_label_values(&[self.prisoner_label(prisoner), reason])
+            .inc();
+    }
+
+    /// `n` audit lines were delivered to `sink`.
+    pub fn audit_forwarded(&self, sink: &str, n: u64) {
+        self.audit_forwarded_total
+            .with_label_values(&[sink_label(sink)])
+            .inc_by(n);
+    }
+
+    /// `n` audit lines were given up on for `sink`.
+    pub fn audit_forward_dropped(&self, sink: &str, n: u64) {
+        self.audit_forward_dropped_total
+            .with_label_values(&[sink_label(sink)])
+            .inc_by(n);
     }
 
     /// Names of every registered metric, in definition order.
@@ -306,6 +406,14 @@ impl Metrics {
     }
 }
 
+fn sink_label(sink: &str) -> &str {
+    if AUDIT_SINKS.contains(&sink) {
+        sink
+    } else {
+        OTHER
+    }
+}
+
 /// Registers `metric` and remembers its name: the only way a metric enters the
 /// registry, so `declared` is exactly what the registry holds.
 fn register<C: Collector + Clone + 'static>(
@@ -334,13 +442,20 @@ mod tests {
     /// Calls every update method once with a value that changes its metric.
     fn exercise(m: &Metrics) {
         m.request_decided("agent-1", b"/usr/bin/git", "allow");
-        m.queue_size(3);
+        m.approval_queue([
+            UNIX_EPOCH + Duration::from_secs(1_700_000_100),
+            UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            UNIX_EPOCH + Duration::from_secs(1_700_000_200),
+        ]);
         m.execution_finished(Duration::from_millis(1500));
         m.error(ErrorKind::Audit);
         m.decision_duration(Duration::from_micros(700));
         m.approval_wait(Duration::from_secs(20));
         m.timeout();
         m.policy_reload(false);
+        m.refused("agent-1", "pending_approvals");
+        m.audit_forwarded("syslog", 2);
+        m.audit_forward_dropped("syslog", 1);
     }
 
     #[test]
@@ -370,6 +485,7 @@ mod tests {
             [
                 "clawrden_requests_total",
                 "clawrden_queue_size",
+                "clawrden_oldest_pending_approval_timestamp_seconds",
                 "clawrden_execution_duration_seconds",
                 "clawrden_errors_total",
                 "clawrden_decision_duration_seconds",
@@ -377,6 +493,9 @@ mod tests {
                 "clawrden_timeouts_total",
                 "clawrden_policy_reloads_total",
                 "clawrden_build_info",
+                "clawrden_refused_total",
+                "clawrden_audit_forwarded_total",
+                "clawrden_audit_forward_dropped_total",
             ]
         );
     }
@@ -389,7 +508,10 @@ mod tests {
         m.request_decided("agent-1", b"rm", "deny");
         m.policy_reload(true);
         m.policy_reload(true);
-        m.queue_size(2);
+        m.approval_queue([
+            UNIX_EPOCH + Duration::from_millis(1_700_000_300_500),
+            UNIX_EPOCH + Duration::from_secs(1_700_000_400),
+        ]);
         let text = m.render();
         let got = lines(&text);
         let expected = [
@@ -399,6 +521,8 @@ mod tests {
             r#"clawrden_requests_total{action="deny",command="rm",prisoner="agent-1"} 1"#,
             "# TYPE clawrden_queue_size gauge",
             "clawrden_queue_size 2",
+            "# TYPE clawrden_oldest_pending_approval_timestamp_seconds gauge",
+            "clawrden_oldest_pending_approval_timestamp_seconds 1700000300.5",
             "# TYPE clawrden_execution_duration_seconds histogram",
             r#"clawrden_execution_duration_seconds_bucket{le="1"} 0"#,
             r#"clawrden_execution_duration_seconds_bucket{le="5"} 1"#,
@@ -420,6 +544,10 @@ mod tests {
             r#"clawrden_policy_reloads_total{result="error"} 1"#,
             r#"clawrden_policy_reloads_total{result="ok"} 2"#,
             "# TYPE clawrden_build_info gauge",
+            r#"clawrden_refused_total{prisoner="agent-1",reason="pending_approvals"} 1"#,
+            r#"clawrden_refused_total{prisoner="agent-1",reason="connections"} 0"#,
+            r#"clawrden_audit_forwarded_total{sink="syslog"} 2"#,
+            r#"clawrden_audit_forward_dropped_total{sink="syslog"} 1"#,
         ];
         for line in expected {
             assert!(got.contains(&line), "missing line {line:?} in:\n{text}");
@@ -439,6 +567,36 @@ mod tests {
             .filter(|l| l.starts_with("clawrden_requests_total{"))
             .collect();
         assert_eq!(series.len(), 2, "{series:?}");
+    }
+
+    #[test]
+    fn an_emptied_queue_has_no_oldest_approval() {
+        let m = Metrics::new::<&str>(&[]);
+        let series = |m: &Metrics| -> Vec<String> {
+            m.render()
+                .lines()
+                .filter(|l| {
+                    l.starts_with("clawrden_queue_size ")
+                        || l.starts_with("clawrden_oldest_pending_approval_timestamp_seconds ")
+                })
+                .map(str::to_owned)
+                .collect()
+        };
+        let empty = [
+            "clawrden_oldest_pending_approval_timestamp_seconds 0",
+            "clawrden_queue_size 0",
+        ];
+        assert_eq!(series(&m), empty);
+        m.approval_queue([UNIX_EPOCH + Duration::from_secs(1_700_000_000)]);
+        assert_eq!(
+            series(&m),
+            [
+                "clawrden_oldest_pending_approval_timestamp_seconds 1700000000",
+                "clawrden_queue_size 1",
+            ]
+        );
+        m.approval_queue([]);
+        assert_eq!(series(&m), empty);
     }
 
     #[test]

@@ -11,7 +11,9 @@ use std::time::Duration;
 use clawrden_policy::Policy;
 use tokio::sync::{mpsc, watch};
 
-use crate::audit::{Audit, Event, DEFAULT_MAX_SIZE};
+use crate::audit::{Audit, AuditKey, Event, DEFAULT_MAX_SIZE};
+use crate::audit_forward;
+use crate::caps::{self, Caps};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{PrisonerSocket, WardenConfig};
 use crate::control::{ControlOptions, ControlPlane, PrisonerConfig, PrisonerRuntime};
@@ -21,12 +23,36 @@ use crate::listener::{self, BindError, PrisonerListener};
 use crate::logging::LogLimiter;
 use crate::policy_store::{self, PolicyStore};
 use crate::session::{SessionLimits, SessionShared};
+use crate::state_dir::{StateDirError, StateDirLock};
 use crate::store::Store;
 
 /// Protocol-error warnings let through per prisoner socket per minute.
 const PROTOCOL_WARNINGS_PER_MINUTE: u32 = 10;
 /// How long shutdown waits for sessions to end (their commands' trees being killed).
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(15);
+/// How long shutdown waits for queued audit lines to reach the off-host sink.
+const FORWARD_DRAIN_WAIT: Duration = Duration::from_secs(5);
+
+/// Why a warden could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// Something the operator must fix in the state directory or config (exit 64).
+    #[error("{0}")]
+    Usage(String),
+    /// The state could not be opened (exit 1).
+    #[error("{0}")]
+    Failure(#[from] io::Error),
+}
+
+impl SetupError {
+    /// The daemon's exit status for this error.
+    pub fn exit_status(&self) -> u8 {
+        match self {
+            SetupError::Usage(_) => crate::app::EXIT_USAGE,
+            SetupError::Failure(_) => crate::app::EXIT_FAILURE,
+        }
+    }
+}
 
 /// A warden, configured and ready to bind.
 pub struct Warden {
@@ -42,6 +68,11 @@ pub struct Warden {
     api: Option<std::net::TcpListener>,
     /// Believe a reverse proxy's `X-Forwarded-Proto` (dashboard cookies get `Secure`).
     trust_proxy: bool,
+    /// The state directory's lock, held for the warden's whole life.
+    _state_lock: StateDirLock,
+    caps: Arc<Caps>,
+    /// The off-host audit sink's queue, spawned when serving.
+    forward: Option<audit_forward::Drain>,
 }
 
 impl std::fmt::Debug for Warden {
@@ -59,7 +90,7 @@ impl Warden {
         config: &WardenConfig,
         policy: Policy,
         executors: ExecutorRegistry,
-    ) -> io::Result<Warden> {
+    ) -> Result<Warden, SetupError> {
         Warden::with_clock(config, policy, executors, Arc::new(SystemClock))
     }
 
@@ -69,18 +100,35 @@ impl Warden {
         policy: Policy,
         executors: ExecutorRegistry,
         clock: Arc<dyn Clock>,
-    ) -> io::Result<Warden> {
+    ) -> Result<Warden, SetupError> {
+        // Before anything reads or changes the state: a second warden on the same
+        // directory would mark the first one's running requests abandoned.
+        let state_lock = lock_state_dir(&config.state_dir)?;
+        Warden::with_state_lock(config, policy, executors, clock, state_lock)
+    }
+
+    /// Like [`Warden::with_clock`], with the state directory's lock already held (the
+    /// binary takes it before it sets up executors, which keep state of their own there).
+    pub fn with_state_lock(
+        config: &WardenConfig,
+        policy: Policy,
+        executors: ExecutorRegistry,
+        clock: Arc<dyn Clock>,
+        state_lock: StateDirLock,
+    ) -> Result<Warden, SetupError> {
+        let store = Store::open(&config.state_dir).map_err(io::Error::other)?;
+        let key = load_audit_key(&config.state_dir)?;
         let audit = Audit::new(
             config.state_dir.join("audit"),
             DEFAULT_MAX_SIZE,
             clock.clone(),
+            Arc::new(key),
         );
         let policy = Arc::new(PolicyStore::new(
             config.policy.clone(),
             policy,
             Some(audit.clone()),
         ));
-        let store = Store::open(&config.state_dir).map_err(io::Error::other)?;
         let control = ControlPlane::start(ControlOptions {
             state_dir: config.state_dir.clone(),
             store: Arc::new(store),
@@ -100,6 +148,24 @@ impl Warden {
             metrics_token: None,
         })
         .map_err(|e| io::Error::other(format!("cannot start the control plane: {e}")))?;
+        let forward = config.audit_syslog.clone().map(|sink| {
+            let (forwarder, drain) = audit_forward::channel(sink, &control);
+            audit.set_forwarder(Some(forwarder));
+            drain
+        });
+        let caps = match caps::nofile_limit() {
+            Ok(nofile) => {
+                let (fitted, why) = caps::fit_to_descriptors(config.caps, nofile);
+                if let Some(why) = why {
+                    tracing::warn!("{why}");
+                }
+                fitted
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read RLIMIT_NOFILE; keeping the configured connection caps");
+                config.caps
+            }
+        };
         Ok(Warden {
             prisoners: config.prisoners.clone(),
             policy,
@@ -112,6 +178,9 @@ impl Warden {
             control,
             api: None,
             trust_proxy: config.trust_proxy,
+            _state_lock: state_lock,
+            caps: Caps::new(caps),
+            forward,
         })
     }
 
@@ -180,6 +249,15 @@ impl Warden {
     }
 }
 
+/// Takes the exclusive lock of a state directory; a busy one is `AddrInUse` and says
+/// which warden holds it.
+pub fn lock_state_dir(dir: &std::path::Path) -> io::Result<StateDirLock> {
+    StateDirLock::acquire(dir).map_err(|e| match e {
+        StateDirError::Busy { .. } => io::Error::new(io::ErrorKind::AddrInUse, e.to_string()),
+        StateDirError::Io { .. } => io::Error::other(e.to_string()),
+    })
+}
+
 /// A warden whose sockets exist; [`BoundWarden::serve`] runs it.
 #[derive(Debug)]
 pub struct BoundWarden {
@@ -209,6 +287,7 @@ impl BoundWarden {
         } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
         let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
+        let forwarding = warden.forward.take().map(|drain| tokio::spawn(drain.run()));
 
         if let Err(e) = warden.audit.open_now() {
             tracing::error!(error = %e, "audit log unavailable; every call will be denied until it can be written");
@@ -224,7 +303,21 @@ impl BoundWarden {
                     .map(|p| p.name.clone())
                     .collect::<Vec<_>>(),
             )
-            .with("executors", warden.executors.names());
+            .with("executors", warden.executors.names())
+            .with("audit_key_id", warden.audit.key_id())
+            .with("max_connections", warden.caps.config().max_connections)
+            .with(
+                "max_connections_per_prisoner",
+                warden.caps.config().max_connections_per_prisoner,
+            )
+            .with(
+                "max_pending_per_prisoner",
+                warden.caps.config().max_pending_per_prisoner,
+            )
+            .with(
+                "max_request_bytes_kept",
+                warden.caps.config().max_request_bytes_kept,
+            );
         if let Err(e) = warden.control.record(&started) {
             tracing::error!(error = %e, "cannot write audit event");
         }
@@ -242,6 +335,10 @@ impl BoundWarden {
                     .with("approvals", abandoned.approvals),
             );
         }
+        let reaper = tokio::spawn(crate::leftovers::reap_abandoned(
+            warden.control.clone(),
+            warden.executors.clone(),
+        ));
         let policy_watch = warden.control.spawn_policy_watch();
 
         let mut background = Vec::new();
@@ -251,10 +348,14 @@ impl BoundWarden {
         }
 
         let mut serving = Vec::new();
+        // One registry for every prisoner: a claim naming another prisoner's request is
+        // recognised as such.
+        let lineage = crate::lineage::Lineage::new();
         for l in listeners {
             tracing::info!(prisoner = %l.prisoner, socket = %l.path.display(), "listening");
             let shared = Arc::new(SessionShared {
                 prisoner: l.prisoner.clone(),
+                socket: l.path.clone(),
                 policy: warden.policy.clone(),
                 audit: warden.audit.clone(),
                 executors: warden.executors.clone(),
@@ -268,6 +369,8 @@ impl BoundWarden {
                 )),
                 shutdown: stop_rx.clone(),
                 control: warden.control.clone(),
+                caps: warden.caps.for_prisoner(&l.prisoner),
+                lineage: lineage.clone(),
             });
             serving.push(tokio::spawn(l.serve(
                 shared,
@@ -281,33 +384,20 @@ impl BoundWarden {
         let api = match warden.api.take() {
             None => None,
             Some(std_listener) => {
-                let addr = std_listener.local_addr().ok();
-                match std_listener
-                    .set_nonblocking(true)
-                    .and_then(|()| tokio::net::TcpListener::from_std(std_listener))
-                {
-                    Ok(listener) => {
-                        tracing::info!(addr = ?addr, "HTTP API listening");
-                        let mut stop = stop_rx.clone();
-                        let stopped = async move {
-                            while !*stop.borrow_and_update() {
-                                if stop.changed().await.is_err() {
-                                    return;
-                                }
-                            }
-                        };
-                        let control = warden.control.clone();
-                        let dashboard = crate::dashboard::DashboardConfig {
-                            trust_proxy: warden.trust_proxy,
-                        };
-                        Some(tokio::spawn(async move {
-                            if let Err(e) =
-                                crate::api::serve_with(listener, control, dashboard, stopped).await
-                            {
-                                tracing::error!(error = %e, "HTTP API failed");
-                            }
-                        }))
+                let mut stop = stop_rx.clone();
+                let stopped = async move {
+                    while !*stop.borrow_and_update() {
+                        if stop.changed().await.is_err() {
+                            return;
+                        }
                     }
+                };
+                let control = warden.control.clone();
+                let dashboard = crate::dashboard::DashboardConfig {
+                    trust_proxy: warden.trust_proxy,
+                };
+                match spawn_api(std_listener, control, dashboard, stopped) {
+                    Ok(thread) => Some(thread),
                     Err(e) => {
                         tracing::error!(error = %e, "cannot serve the HTTP API");
                         None
@@ -341,11 +431,17 @@ impl BoundWarden {
             let _ = h.await;
         }
         if let Some(api) = api {
-            if tokio::time::timeout(SHUTDOWN_WAIT, api).await.is_err() {
+            let joined = tokio::task::spawn_blocking(move || api.join());
+            if tokio::time::timeout(SHUTDOWN_WAIT, joined).await.is_err() {
                 tracing::warn!("HTTP API did not stop in time; exiting anyway");
             }
         }
         policy_watch.abort();
+        // Leftovers still being looked for finish before the audit closes (bounded: the
+        // executors' own calls time out).
+        if tokio::time::timeout(SHUTDOWN_WAIT, reaper).await.is_err() {
+            tracing::warn!("killing abandoned requests' leftovers did not finish in time");
+        }
         warden.control.observe_reloads();
         if let Some(w) = file_watcher {
             let _ = tokio::task::spawn_blocking(move || w.stop()).await;
@@ -356,10 +452,75 @@ impl BoundWarden {
         if let Err(e) = warden.audit.sync() {
             tracing::error!(error = %e, "cannot flush the audit log");
         }
+        warden.audit.set_forwarder(None);
+        if let Some(task) = forwarding {
+            if tokio::time::timeout(FORWARD_DRAIN_WAIT, task)
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    waited_s = FORWARD_DRAIN_WAIT.as_secs(),
+                    "audit lines still queued for the syslog receiver were not delivered; the local audit has them"
+                );
+            }
+        }
         for (path, identity) in sockets {
             listener::remove_socket(&path, identity);
         }
         tracing::info!("stopped");
+    }
+}
+
+/// Serves the HTTP API on its own thread and single-threaded runtime, so operators get
+/// answers however busy the sessions keep the main runtime's workers (a prisoner
+/// flooding its socket with 4 MiB requests, say): see README.md, "Operations".
+fn spawn_api(
+    std_listener: std::net::TcpListener,
+    control: Arc<ControlPlane>,
+    dashboard: crate::dashboard::DashboardConfig,
+    stopped: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<std::thread::JoinHandle<()>> {
+    let addr = std_listener.local_addr().ok();
+    std_listener.set_nonblocking(true)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .thread_name("clawrden-api")
+        .build()?;
+    std::thread::Builder::new()
+        .name("clawrden-api".to_owned())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let listener = match tokio::net::TcpListener::from_std(std_listener) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot serve the HTTP API");
+                        return;
+                    }
+                };
+                tracing::info!(addr = ?addr, "HTTP API listening");
+                if let Err(e) = crate::api::serve_with(listener, control, dashboard, stopped).await
+                {
+                    tracing::error!(error = %e, "HTTP API failed");
+                }
+            });
+        })
+}
+
+/// The audit key at `<state-dir>/audit.key`, created (0600) on first start. A key that
+/// exists but cannot be read, is not a key, or is open to group or others stops the
+/// warden: writing an unkeyed or wrongly keyed audit would hide the problem.
+fn load_audit_key(state_dir: &std::path::Path) -> Result<AuditKey, SetupError> {
+    let path = state_dir.join(clawrden_audit::KEY_FILE);
+    match AuditKey::load_or_create(&path) {
+        Ok((key, created)) => {
+            if created {
+                tracing::info!(file = %path.display(), key_id = %key.id(), "created the audit key; copy it somewhere safe to verify the audit with `clawctl audit verify --key`");
+            }
+            Ok(key)
+        }
+        Err(e) => Err(SetupError::Usage(format!(
+            "{e} (the audit key; see \"Audit\" in README.md)"
+        ))),
     }
 }
 

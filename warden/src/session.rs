@@ -28,12 +28,15 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::audit::{Audit, Event, EventKind};
+use crate::caps::Refusal;
 use crate::clock::Clock;
 use crate::control::{ApprovalMsg, ControlPlane};
 use crate::exec_registry::ExecutorRegistry;
 use crate::executor::{ExecIo, ExecRequest, Outcome, PassedFds, StreamIn, StreamOut};
 use crate::frames::{bounded, send, FrameReader, RecvError};
 use crate::ids::IdGenerator;
+use crate::kept::KeptRequest;
+use crate::lineage::{Lineage, ParentLink};
 use crate::logging::{LogLimiter, LogPermit};
 use crate::policy_store::PolicyStore;
 use crate::store::{
@@ -49,12 +52,14 @@ const CHANNEL: usize = 16;
 /// How often a reader blocked on a full input channel checks whether the shim hung up.
 const HANGUP_CHECK: Duration = Duration::from_millis(100);
 
-/// Caller identity from `SO_PEERCRED`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Caller identity from `SO_PEERCRED` (and its groups from `SO_PEERGROUPS`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peer {
     pub uid: u32,
     pub gid: u32,
     pub pid: Option<i32>,
+    /// Supplementary groups.
+    pub groups: Vec<u32>,
 }
 
 /// Time limits of a session.
@@ -78,6 +83,9 @@ impl Default for SessionLimits {
 /// What every session of one prisoner socket shares.
 pub struct SessionShared {
     pub prisoner: String,
+    /// The socket this prisoner's calls come in on (nested calls of warden-side commands
+    /// come back through it: their `CLAWRDEN_SOCKET`).
+    pub socket: std::path::PathBuf,
     pub policy: Arc<PolicyStore>,
     pub audit: Audit,
     pub executors: ExecutorRegistry,
@@ -91,6 +99,10 @@ pub struct SessionShared {
     pub shutdown: watch::Receiver<bool>,
     /// Approvals, lockdown, running-command registry, metrics and events.
     pub control: Arc<ControlPlane>,
+    /// This prisoner's caps on connections, pending asks and bytes kept.
+    pub caps: Arc<crate::caps::PrisonerCaps>,
+    /// Running requests that nested calls may name as their parent.
+    pub lineage: Arc<Lineage>,
 }
 
 impl std::fmt::Debug for SessionShared {
@@ -173,7 +185,7 @@ async fn read_early(
 
 async fn serve(shared: Arc<SessionShared>, stream: UnixStream, peer: Peer, accepted_at: Instant) {
     let (rd, mut wr) = stream.into_split();
-    let mut reader = FrameReader::new();
+    let mut reader = FrameReader::new().with_budget(shared.caps.read_budget());
     let mut shutdown = shared.shutdown.clone();
     let deadline = accepted_at + shared.limits.request_deadline;
     let too_slow = || {
@@ -243,11 +255,23 @@ async fn serve(shared: Arc<SessionShared>, stream: UnixStream, peer: Peer, accep
     };
     let span =
         tracing::info_span!("request", request_id = %request_id, prisoner = %shared.prisoner);
+    let kept = KeptRequest::of(&request, shared.caps.config().max_request_bytes_kept);
+    let parent = shared
+        .lineage
+        .verify(
+            request.parent_request.as_deref(),
+            &request.env,
+            &shared.prisoner,
+            peer.pid,
+        )
+        .await;
     let call = CallSession {
         shared: &shared,
         request_id: request_id.clone(),
         peer,
+        parent,
         request,
+        kept,
         fds,
         reader,
         rd,
@@ -279,7 +303,11 @@ struct CallSession<'a> {
     shared: &'a SessionShared,
     request_id: String,
     peer: Peer,
+    /// The parent the call claims, as far as it could be verified.
+    parent: ParentLink,
     request: Request,
+    /// What the record keeps of `request` (see [`crate::kept`]).
+    kept: KeptRequest,
     fds: Option<PassedFds>,
     reader: FrameReader,
     rd: OwnedReadHalf,
@@ -300,6 +328,8 @@ impl CallSession<'_> {
         let began = Instant::now();
         let control = self.shared.control.clone();
         let policy = self.shared.policy.current();
+        // `decide` first refuses an argv[0] that is not a command name (`/usr/bin/rm/.`),
+        // before any rule, so no executor ever sees one (README, "Policy reference").
         let verdict = policy.decide(&Call {
             argv: &self.request.argv,
             cwd: &self.request.cwd,
@@ -334,7 +364,7 @@ impl CallSession<'_> {
             }
         };
         // A call naming a descriptor the executor cannot pass is denied, not asked.
-        let refusal = match (decided, &executor) {
+        let fd_refusal = match (decided, &executor) {
             (Decided::Allow | Decided::Ask, Some(e)) => crate::descriptors::refusal(
                 &self.request.argv,
                 &executor_name,
@@ -343,16 +373,41 @@ impl CallSession<'_> {
             ),
             _ => None,
         };
-        let (decided, reason) = match refusal {
+        let (decided, reason) = match fd_refusal {
             Some(why) => (Decided::Deny, why),
             None => (decided, reason),
         };
-        let grant = if decided == Decided::Ask {
+        // Caps: an ask holds its whole request in memory until a person answers, so one
+        // too large to show in full is refused before anything else is done with it.
+        let max_kept = self.shared.caps.config().max_request_bytes_kept;
+        let ask_bytes = crate::kept::ask_bytes(&self.request, &self.kept, max_kept);
+        let grant = if decided == Decided::Ask && ask_bytes <= max_kept {
             control
-                .use_grant(&self.shared.prisoner, &self.request.argv, &self.request.cwd)
+                .use_grant(
+                    &self.shared.prisoner,
+                    self.peer.uid,
+                    &executor_name,
+                    &self.request.argv,
+                    &self.request.cwd,
+                )
                 .await
         } else {
             None
+        };
+        let mut pending_permit = None;
+        let mut refusal = None;
+        if decided == Decided::Ask && grant.is_none() {
+            match self.shared.caps.try_pending(ask_bytes) {
+                Ok(p) => pending_permit = Some(p),
+                Err(r) => {
+                    self.shared.caps.refused(control.metrics(), &r);
+                    refusal = Some(r);
+                }
+            }
+        }
+        let (decided, reason) = match &refusal {
+            Some(r) => (Decided::Deny, r.to_string()),
+            None => (decided, reason),
         };
         let metrics = control.metrics();
         metrics.decision_duration(began.elapsed());
@@ -371,8 +426,14 @@ impl CallSession<'_> {
             "decided"
         );
 
-        let mut audited =
-            self.record_request_and_decision(&policy, &verdict, &rule, decided, &reason);
+        let mut audited = self.record_request_and_decision(
+            &policy,
+            &verdict,
+            &rule,
+            decided,
+            &reason,
+            refusal.as_ref().map(Refusal::reason),
+        );
         if let (Ok(()), Some(g)) = (&audited, &grant) {
             audited = control
                 .record(
@@ -439,7 +500,22 @@ impl CallSession<'_> {
         match (decided, grant) {
             (Decided::Deny, _) => {
                 let mut this = self;
-                this.send_decision(Action::Deny, &reason, rule, false).await;
+                match refusal {
+                    // Over a cap: not a decision on the call, so 125 like an unavailable warden.
+                    Some(_) => {
+                        let _ = send(
+                            &mut this.wr,
+                            &Message::Error {
+                                kind: ErrorKind::Internal,
+                                message: bounded(&reason),
+                            },
+                        )
+                        .await;
+                    }
+                    None => {
+                        this.send_decision(Action::Deny, &reason, rule, false).await;
+                    }
+                }
             }
             (Decided::Allow, _) => {
                 let executor = executor.expect("checked above");
@@ -454,7 +530,7 @@ impl CallSession<'_> {
             }
             (Decided::Ask, None) => {
                 let executor = executor.expect("checked above");
-                self.wait_for_approval(&policy, verdict, executor, &executor_name)
+                self.wait_for_approval(&policy, verdict, executor, &executor_name, pending_permit)
                     .await
             }
         }
@@ -471,16 +547,17 @@ impl CallSession<'_> {
         state: RequestState,
     ) -> Result<(), crate::store::StoreError> {
         let now = Timestamp::from_system_time(self.shared.clock.now());
-        let r = &self.request;
+        let kept = &self.kept;
+        let truncated = kept.truncated.as_ref().map(|t| t.to_value().to_string());
         let new = NewRequest {
             id: self.request_id.clone(),
             prisoner: self.shared.prisoner.clone(),
             uid: self.peer.uid,
             gid: self.peer.gid,
             pid: self.peer.pid.unwrap_or(0),
-            argv: r.argv.clone(),
-            cwd: r.cwd.clone(),
-            env_names: crate::env::names(&r.env),
+            argv: kept.argv.clone(),
+            cwd: kept.cwd.clone(),
+            env_names: kept.env_names.clone(),
             rule: rule.clone(),
             action: Some(match decided {
                 Decided::Allow => StoreAction::Allow,
@@ -492,12 +569,19 @@ impl CallSession<'_> {
             state,
             created_at: now,
             decided_at: (state != RequestState::Pending).then_some(now),
-            parent_request: r.parent_request.clone(),
+            parent_request: self.parent.verified().map(str::to_owned),
+            unverified_parent: self.parent.unverified_record(),
             policy_sha256: Some(policy.sha256().to_owned()),
         };
         let result = self
             .control()
-            .with_store(move |s| s.insert_request(&new))
+            .with_store(move |s| {
+                s.insert_request(&new)?;
+                match truncated {
+                    Some(t) => s.set_truncated(&new.id, &t),
+                    None => Ok(()),
+                }
+            })
             .await;
         if let Err(e) = &result {
             tracing::error!(error = %e, "cannot record the request in the state store");
@@ -512,19 +596,28 @@ impl CallSession<'_> {
         rule: &Option<String>,
         decided: Decided,
         reason: &str,
+        refused: Option<&'static str>,
     ) -> Result<(), crate::audit::AuditError> {
-        let r = &self.request;
-        let request = event_for(EventKind::Request, &self.request_id)
+        let kept = &self.kept;
+        let mut request = event_for(EventKind::Request, &self.request_id)
             .with("prisoner", self.shared.prisoner.as_str())
             .with("uid", self.peer.uid)
             .with("gid", self.peer.gid)
             .with("pid", self.peer.pid)
-            .with_byte_list("argv", &r.argv)
-            .with_bytes("cwd", &r.cwd)
-            .with_bytes("tool_path", &r.tool_path)
-            .with_byte_list("env_names", &crate::env::names(&r.env))
-            .with("parent_request", r.parent_request.clone())
-            .with("descriptors", crate::descriptors::described(r));
+            .with_byte_list("argv", &kept.argv)
+            .with_bytes("cwd", &kept.cwd)
+            .with_bytes("tool_path", &kept.tool_path)
+            .with_byte_list("env_names", &kept.env_names)
+            .with("parent_request", self.parent.verified())
+            .with("descriptors", crate::descriptors::described(&self.request));
+        if let Some(t) = &kept.truncated {
+            request = request.with("truncated", t.to_value());
+        }
+        if let Some((claimed, reason)) = self.parent.unverified() {
+            request = request
+                .with("unverified_parent", claimed)
+                .with("unverified_parent_reason", reason);
+        }
         self.control().record(&request)?;
         let decision = event_for(EventKind::Decision, &self.request_id)
             .with("prisoner", self.shared.prisoner.as_str())
@@ -534,6 +627,10 @@ impl CallSession<'_> {
             .with("executor", verdict.executor.to_string())
             .with("policy_sha256", policy.sha256())
             .with("timeout_ms", duration_ms(verdict.timeout));
+        let decision = match refused {
+            Some(cap) => decision.with("refused", cap),
+            None => decision,
+        };
         self.control().record(&decision)?;
         Ok(())
     }
@@ -563,6 +660,7 @@ impl CallSession<'_> {
         verdict: Verdict,
         executor: Arc<dyn crate::executor::Executor>,
         executor_name: &str,
+        pending_permit: Option<crate::caps::PendingPermit>,
     ) {
         let control = self.shared.control.clone();
         let timeout = policy.approval_timeout();
@@ -679,6 +777,7 @@ impl CallSession<'_> {
                 }
             }
         };
+        drop(pending_permit);
         control.metrics().approval_wait(waiting_since.elapsed());
         match msg {
             Ok(ApprovalMsg::Approved { by, started }) => {
@@ -756,7 +855,9 @@ impl CallSession<'_> {
             shared,
             request_id,
             peer,
+            parent: _,
             request,
+            kept: _,
             fds,
             reader,
             rd,
@@ -798,7 +899,21 @@ impl CallSession<'_> {
         }
         let mut registration = control.register_running(&request_id, &shared.prisoner);
         let mut control_cancel_seen = false;
-        let env = crate::env::scrub(&request.env, &verdict.env, &request_id);
+        let mut env = if executor_name == "mirror" {
+            crate::env::for_mirror(&request.env, &verdict.env, &request_id)
+        } else {
+            crate::env::for_warden_side(
+                &request.env,
+                &verdict.env,
+                &request_id,
+                std::os::unix::ffi::OsStrExt::as_bytes(shared.socket.as_os_str()),
+            )
+        };
+        // The secret that lets this command's nested calls prove where they come from.
+        let link =
+            shared
+                .lineage
+                .link_command(&request_id, &shared.prisoner, executor_name, &mut env);
         let exec_request = ExecRequest {
             request_id: request_id.clone(),
             prisoner: shared.prisoner.clone(),
@@ -812,6 +927,8 @@ impl CallSession<'_> {
             grace: shared.limits.grace,
             uid: peer.uid,
             gid: peer.gid,
+            groups: peer.groups.clone(),
+            run_as: verdict.run_as.clone(),
             fds,
         };
         let (in_tx, in_rx) = mpsc::channel(CHANNEL);
@@ -846,6 +963,9 @@ impl CallSession<'_> {
                 s = &mut started_rx, if !started_done => {
                     started_done = true;
                     if let Ok(s) = s {
+                        if let Some(link) = &link {
+                            link.started(s.pid);
+                        }
                         control.emit("request.started", serde_json::json!({ "id": request_id, "pid": s.pid, "executor": executor_name }));
                         if let Err(e) = audit_start(&control, &request_id, executor_name, &s, &given) {
                             tracing::error!(error = %e, "audit log unavailable; cancelling the command");
@@ -904,6 +1024,9 @@ impl CallSession<'_> {
         };
         if !started_done {
             if let Ok(s) = started_rx.try_recv() {
+                if let Some(link) = &link {
+                    link.started(s.pid);
+                }
                 control.emit("request.started", serde_json::json!({ "id": request_id, "pid": s.pid, "executor": executor_name }));
                 if let Err(e) = audit_start(&control, &request_id, executor_name, &s, &given) {
                     tracing::error!(error = %e, "cannot write audit event");
@@ -926,6 +1049,7 @@ impl CallSession<'_> {
         }
         drop(reader_task);
         drop(registration);
+        drop(link);
         let elapsed = began.elapsed();
         let duration = duration_ms(elapsed);
         let metrics = control.metrics();
@@ -1001,13 +1125,15 @@ fn audit_start(
     started: &crate::executor::Started,
     descriptors: &serde_json::Value,
 ) -> Result<u64, crate::audit::AuditError> {
-    audit.record(
-        &event_for(EventKind::Start, request_id)
-            .with("executor", executor)
-            .with("pid", started.pid)
-            .with_bytes("program", &started.program)
-            .with("descriptors", descriptors.clone()),
-    )
+    let mut event = event_for(EventKind::Start, request_id)
+        .with("executor", executor)
+        .with("pid", started.pid)
+        .with_bytes("program", &started.program)
+        .with("descriptors", descriptors.clone());
+    if let Some((uid, gid)) = started.run_as {
+        event = event.with("run_uid", uid).with("run_gid", gid);
+    }
+    audit.record(&event)
 }
 
 /// The audit event and the final frame for an outcome.

@@ -47,6 +47,10 @@ rules:
     command: git
     args: [status]
     action: allow
+  - name: no-recursive-rm
+    command: rm
+    flags: [-r, -R, --recursive]
+    action: deny
 ";
 
 /// A control plane and the API serving it, with one token of each scope.
@@ -73,7 +77,13 @@ impl Api {
         let state_dir = dir.path().join("state");
         std::fs::create_dir_all(&state_dir).unwrap();
         let clock = Arc::new(SystemClock);
-        let audit = Audit::new(state_dir.join("audit"), DEFAULT_MAX_SIZE, clock.clone());
+        let key = clawrden_warden::audit::AuditKey::generate().unwrap();
+        let audit = Audit::new(
+            state_dir.join("audit"),
+            DEFAULT_MAX_SIZE,
+            clock.clone(),
+            Arc::new(key),
+        );
         let policy = Arc::new(PolicyStore::new(
             policy_path.clone(),
             Policy::load(&policy_path).unwrap(),
@@ -971,6 +981,51 @@ async fn health_readiness_and_metrics() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_names_the_flag_that_matched_and_refuses_bad_command_names() {
+    let mut api = Api::start().await;
+    let explain = |argv: &'static str| {
+        Req::new("POST", "/api/v1/policy/explain")
+            .token(Some(&api.approver))
+            .json(argv)
+    };
+    let r = api
+        .send(explain(r#"{"argv":["rm","-v","-Rf","build"]}"#))
+        .await;
+    assert_eq!(r.status, 200);
+    let v = r.json();
+    assert_eq!(v["action"], "deny");
+    assert_eq!(v["rule"], "no-recursive-rm");
+    assert_eq!(v["refused"], Value::Null);
+    let last = &v["checks"][2];
+    assert_eq!(
+        last["flag"],
+        json!({"flag": "-R", "argument": 2, "token": "-Rf", "form": "combined"})
+    );
+    assert_eq!(
+        last["why"],
+        "command `rm` matches `rm`; flags: flag `-R` is inside argument 2 `-Rf` (combined short options)"
+    );
+    assert_eq!(v["checks"][0]["flag"], Value::Null);
+
+    let r = api
+        .send(explain(r#"{"argv":["/usr/bin/rm/.","-rf","/"]}"#))
+        .await;
+    assert_eq!(r.status, 200);
+    let v = r.json();
+    let reason = "argv[0] /usr/bin/rm/. ends in `.` or `..`, which is not a command name; call the tool by its name";
+    assert_eq!(
+        (&v["action"], &v["rule"], &v["reason"], &v["refused"]),
+        (&json!("deny"), &Value::Null, &json!(reason), &json!(reason))
+    );
+    assert_eq!(v["checks"], json!([]));
+    assert!(v["text"]
+        .as_str()
+        .unwrap()
+        .starts_with(&format!("refused before any rule: {reason}\n")));
+    api.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openapi_document_lists_exactly_the_served_routes() {
     let mut api = Api::start().await;
     let r = api.get("/api/v1/openapi.json", None).await;
@@ -1083,6 +1138,7 @@ fn stored_request(
         created_at: Timestamp(created_ms),
         decided_at: Some(Timestamp(created_ms)),
         parent_request: None,
+        unverified_parent: None,
         policy_sha256: None,
     }
 }
@@ -1179,6 +1235,7 @@ impl Executor for InstantExecutor {
             let _ = io.started.send(Started {
                 pid: std::process::id(),
                 program: req.argv[0].clone(),
+                run_as: None,
             });
             Outcome::Exited(0)
         })
@@ -1216,6 +1273,11 @@ async fn start_warden() -> WardenWithApi {
         listen: None,
         metrics_token_file: None,
         trust_proxy: false,
+        run_as: None,
+        allow_run_as_warden: false,
+        command_path: clawrden_warden::config::DEFAULT_COMMAND_PATH.to_owned(),
+        caps: Default::default(),
+        audit_syslog: None,
     };
     let mut executors = ExecutorRegistry::new();
     executors.insert("local", Arc::new(InstantExecutor));

@@ -64,6 +64,11 @@ impl Harness {
             listen: None,
             metrics_token_file: None,
             trust_proxy: false,
+            run_as: None,
+            allow_run_as_warden: false,
+            command_path: clawrden_warden::config::DEFAULT_COMMAND_PATH.to_owned(),
+            caps: Default::default(),
+            audit_syslog: None,
         };
         let mut executors = ExecutorRegistry::new();
         executors.insert("local", Arc::new(ProgramExecutor));
@@ -433,6 +438,8 @@ async fn remembered_grant_allows_only_the_same_call_until_it_expires() {
         .create_grant(
             &NewGrant {
                 prisoner: "agent-1".into(),
+                uid: my_uid(),
+                executor: "local".into(),
                 argv: vec![b"curl".to_vec(), b"echo".to_vec(), b"old".to_vec()],
                 cwd: b"/work".to_vec(),
                 created_by: "alice".into(),
@@ -442,6 +449,57 @@ async fn remembered_grant_allows_only_the_same_call_until_it_expires() {
         )
         .unwrap();
     let (_c4, _) = h.pending(&["curl", "echo", "old"]).await;
+}
+
+/// The uid this test process (the caller of every harness call) runs as.
+fn my_uid() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").unwrap().uid()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_answers_only_the_uid_and_executor_it_was_made_for() {
+    let dir = TempDir::new();
+    let h = Harness::start(dir.path(), POLICY).await;
+    let (mut c, id) = h.pending(&["curl", "echo", "mine"]).await;
+    h.control
+        .approve(&id, &alice(), Some(Duration::from_secs(3600)), None)
+        .await
+        .unwrap();
+    assert_eq!(decision(&mut c).await.action, Action::Allow);
+    let grants = h.control.grants().await.unwrap();
+    assert_eq!(
+        (grants[0].uid, grants[0].executor.as_deref()),
+        (Some(my_uid()), Some("local"))
+    );
+
+    // Grants for the same prisoner, argv and cwd, but another uid or another executor.
+    let store = h.control.store().clone();
+    let other_uid = if my_uid() == 1000 { 1001 } else { 1000 };
+    for (uid, executor, word) in [
+        (other_uid, "local", "other-uid"),
+        (my_uid(), "mirror", "other-executor"),
+    ] {
+        store
+            .create_grant(
+                &NewGrant {
+                    prisoner: "agent-1".into(),
+                    uid,
+                    executor: executor.into(),
+                    argv: vec![b"curl".to_vec(), b"echo".to_vec(), word.as_bytes().to_vec()],
+                    cwd: b"/work".to_vec(),
+                    created_by: "alice".into(),
+                    ttl: Duration::from_secs(3600),
+                },
+                Timestamp::now(),
+            )
+            .unwrap();
+        let (c, _) = h.pending(&["curl", "echo", word]).await;
+        drop(c);
+    }
+    // The grant made for this caller and executor still answers.
+    let mut c = h.call(&["curl", "echo", "mine"]).await;
+    assert_eq!(decision(&mut c).await.action, Action::Allow);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -546,6 +604,7 @@ async fn requests_left_by_a_crash_are_abandoned_and_never_run() {
                     created_at: Timestamp::now(),
                     decided_at: None,
                     parent_request: None,
+                    unverified_parent: None,
                     policy_sha256: None,
                 })
                 .unwrap();

@@ -1,7 +1,6 @@
 //! The local executor against the real exec-helper (the clawrden-shim binary, which must
 //! be built first: `cargo build -p clawrden-shim`).
 
-use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
@@ -10,10 +9,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use clawrden_protocol::{FdKind, Terminal, Termios, WinSize};
-use clawrden_warden::executor::local::LocalExecutor;
+use clawrden_warden::executor::local::cgroup::RequestCgroups;
+use clawrden_warden::executor::local::{LocalExecutor, LocalOptions};
 use clawrden_warden::executor::{
     ExecIo, ExecRequest, Executor, Outcome, PassedFds, Started, StreamIn, StreamOut,
 };
+use clawrden_warden::identity::{RunAs, WardenIdentity};
 use tokio::sync::{mpsc, oneshot, watch};
 
 const GRACE: Duration = Duration::from_millis(200);
@@ -35,8 +36,28 @@ fn shim_binary() -> PathBuf {
     shim
 }
 
+/// Where the tests look commands up (and their PATH).
+const COMMAND_PATH: &str = "/usr/bin:/bin";
+
+/// A local executor whose commands may run as this test process's own uid (so the tests
+/// below run as any user); the identity tests further down use [`executor_with`].
 fn executor() -> LocalExecutor {
-    LocalExecutor::new(shim_binary(), None).expect("exec-helper usable")
+    executor_with(None, true, None)
+}
+
+fn executor_with(
+    run_as: Option<&str>,
+    allow_run_as_warden: bool,
+    cgroups: Option<RequestCgroups>,
+) -> LocalExecutor {
+    LocalExecutor::new(LocalOptions {
+        exec_helper: shim_binary(),
+        command_path: COMMAND_PATH.into(),
+        run_as: RunAs::new(WardenIdentity::current(), run_as, allow_run_as_warden)
+            .expect("run-as settings"),
+        cgroups,
+    })
+    .expect("exec-helper usable")
 }
 
 /// A request id unique to this test process and call.
@@ -49,25 +70,24 @@ fn unique_id(tag: &str) -> String {
     )
 }
 
+/// A request from this test process's own uid and gid.
 fn request(tag: &str, argv: &[&str]) -> ExecRequest {
     let id = unique_id(tag);
-    let path = std::env::var_os("PATH").unwrap_or_else(|| OsString::from("/usr/bin:/bin"));
     ExecRequest {
         request_id: id.clone(),
         prisoner: "default".into(),
         argv: argv.iter().map(|a| a.as_bytes().to_vec()).collect(),
         tool_path: format!("/usr/bin/{}", argv[0]).into_bytes(),
         cwd: b"/".to_vec(),
-        env: vec![
-            (b"PATH".to_vec(), path.as_bytes().to_vec()),
-            (MARKER.as_bytes().to_vec(), id.into_bytes()),
-        ],
+        env: vec![(MARKER.as_bytes().to_vec(), id.into_bytes())],
         stdio: [FdKind::Closed, FdKind::Pipe, FdKind::Pipe],
         terminal: None,
         timeout: Duration::from_secs(30),
         grace: GRACE,
-        uid: 0,
-        gid: 0,
+        uid: nix::unistd::getuid().as_raw(),
+        gid: nix::unistd::getgid().as_raw(),
+        groups: Vec::new(),
+        run_as: None,
         fds: None,
     }
 }
@@ -527,9 +547,9 @@ async fn unknown_command_is_not_found() {
         run.outcome,
         Outcome::SpawnFailed {
             not_found: true,
-            message:
-                "command not found: clawrden-no-such-command-here (searched the warden's PATH)"
-                    .into()
+            message: "command not found: clawrden-no-such-command-here (searched the warden's \
+                      command_path /usr/bin:/bin)"
+                .into()
         }
     );
     assert!(run.started.is_none());
@@ -554,24 +574,29 @@ async fn missing_working_directory_fails_to_spawn_naming_it() {
 
 #[tokio::test]
 async fn the_command_runs_in_the_requested_directory_with_exactly_the_given_env() {
-    let mut req = request("env", &["sh", "-c", "pwd; env | sort"]);
+    let mut req = request("env", &["env"]);
     req.cwd = b"/tmp".to_vec();
-    let marker = String::from_utf8(marker_of(&req)).expect("utf-8");
+    req.env.push((b"LANG".to_vec(), b"C.UTF-8".to_vec()));
+    req.env.push((b"BIN".to_vec(), b"\xff\x01".to_vec()));
+    let marker = marker_of(&req);
     let run = run_with(&executor(), req, vec![]).await;
     assert_eq!(run.outcome, Outcome::Exited(0));
-    let text = String::from_utf8(run.stdout).expect("utf-8");
-    let mut lines = text.lines();
-    assert_eq!(lines.next(), Some("/tmp"));
-    let names: Vec<&str> = lines.map(|l| l.split('=').next().unwrap_or("")).collect();
-    // sh itself adds PWD (and may add SHLVL / _); nothing from the warden's env leaks.
-    let expected_extra = ["PWD", "SHLVL", "_"];
-    for name in &names {
-        assert!(
-            ["PATH", MARKER].contains(name) || expected_extra.contains(name),
-            "unexpected variable {name} in {text}"
-        );
+    // Exactly: the fixed PATH, the identity's HOME (and USER, LOGNAME when it has a
+    // name), then the session's entries byte-exact; nothing from the warden's own env.
+    let me = nix::unistd::User::from_uid(nix::unistd::getuid()).expect("getpwuid");
+    let mut want: Vec<u8> = b"PATH=/usr/bin:/bin\n".to_vec();
+    let home = me.as_ref().map_or(PathBuf::from("/"), |u| u.dir.clone());
+    want.extend_from_slice(format!("HOME={}\n", home.display()).as_bytes());
+    if let Some(u) = &me {
+        want.extend_from_slice(format!("USER={0}\nLOGNAME={0}\n", u.name).as_bytes());
     }
-    assert!(text.contains(&marker), "{text}");
+    want.extend_from_slice(&marker);
+    want.extend_from_slice(b"\nLANG=C.UTF-8\nBIN=\xff\x01\n");
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&want)
+    );
+    assert_eq!(run.stdout, want);
 }
 
 #[tokio::test]
@@ -610,8 +635,13 @@ fn read_all(fd: OwnedFd) -> Vec<u8> {
 
 #[test]
 fn a_missing_exec_helper_is_refused_with_a_hint() {
-    let err = LocalExecutor::new(PathBuf::from("/nonexistent/clawrden-shim"), None)
-        .expect_err("must fail");
+    let err = LocalExecutor::new(LocalOptions {
+        exec_helper: PathBuf::from("/nonexistent/clawrden-shim"),
+        command_path: COMMAND_PATH.into(),
+        run_as: RunAs::new(WardenIdentity::current(), None, true).expect("run-as"),
+        cgroups: None,
+    })
+    .expect_err("must fail");
     assert_eq!(
         err.to_string(),
         "cannot use exec-helper /nonexistent/clawrden-shim: No such file or directory (os error 2); \
@@ -625,7 +655,13 @@ fn resolution_skips_the_shim_in_the_search_path() {
     let dir = shim.parent().expect("dir").to_path_buf();
     let mut search = dir.into_os_string();
     search.push(":/usr/bin:/bin");
-    let exec = LocalExecutor::new(shim, Some(search)).expect("usable");
+    let exec = LocalExecutor::new(LocalOptions {
+        exec_helper: shim,
+        command_path: search,
+        run_as: RunAs::new(WardenIdentity::current(), None, true).expect("run-as"),
+        cgroups: None,
+    })
+    .expect("usable");
     assert_eq!(exec.resolve(b"clawrden-shim"), None);
     let sh = exec.resolve(b"/somewhere/else/sh").expect("sh found");
     assert!(
@@ -885,4 +921,332 @@ async fn no_descriptor_of_the_warden_reaches_the_command() {
     );
     assert_eq!(fds, [0, 1, 2, 3, 7], "{listing}");
     assert!(listing.contains("3 -> /proc/"), "{listing}");
+}
+
+// Who runs, and what it can reach: these need root to switch ids and to use cgroups. They
+// skip with a reason otherwise, and fail instead with CLAWRDEN_REQUIRE_ROOT=1 (CI).
+
+/// `nobody`, the unprivileged caller of the identity tests.
+const NOBODY: u32 = 65534;
+
+/// Whether this test can run: true as root; otherwise prints `SKIP` (or panics when
+/// `CLAWRDEN_REQUIRE_ROOT=1`).
+fn require_root_or_skip(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var("CLAWRDEN_REQUIRE_ROOT").as_deref() != Ok("1"),
+        "{test}: CLAWRDEN_REQUIRE_ROOT=1 but this test runs as uid {}",
+        nix::unistd::geteuid()
+    );
+    eprintln!("SKIP {test}: switching identities and using cgroups needs root");
+    false
+}
+
+/// The per-request cgroups of a throwaway state directory (root only: the cgroup v2
+/// hierarchy must be writable, which it is here; CLAWRDEN_REQUIRE_ROOT=1 makes its absence
+/// a failure, since CI has it).
+fn cgroups(test: &str) -> Option<(RequestCgroups, PathBuf)> {
+    let state = std::env::temp_dir().join(unique_id("cgroup-state"));
+    match RequestCgroups::detect(&state) {
+        Ok(c) => Some((c, state)),
+        Err(why) if std::env::var("CLAWRDEN_REQUIRE_ROOT").as_deref() == Ok("1") => {
+            panic!("{test}: CLAWRDEN_REQUIRE_ROOT=1 but per-request cgroups are unavailable: {why}")
+        }
+        Err(why) => {
+            eprintln!("SKIP {test}: per-request cgroups unavailable: {why}");
+            None
+        }
+    }
+}
+
+fn as_nobody(mut req: ExecRequest) -> ExecRequest {
+    req.uid = NOBODY;
+    req.gid = NOBODY;
+    req.groups = vec![NOBODY, 100];
+    req
+}
+
+#[tokio::test]
+async fn a_root_warden_runs_a_command_as_the_caller_with_its_groups_and_its_home() {
+    if !require_root_or_skip(
+        "a_root_warden_runs_a_command_as_the_caller_with_its_groups_and_its_home",
+    ) {
+        return;
+    }
+    let req = as_nobody(request(
+        "as-caller",
+        &[
+            "sh",
+            "-c",
+            "id -u; id -g; id -G; echo \"$HOME $USER $LOGNAME $PATH\"",
+        ],
+    ));
+    let run = run_with(&executor_with(None, false, None), req, vec![]).await;
+    assert_eq!(
+        run.outcome,
+        Outcome::Exited(0),
+        "{:?}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout),
+        "65534\n65534\n65534 100\n/nonexistent nobody nobody /usr/bin:/bin\n"
+    );
+    assert_eq!(run.started.expect("started").run_as, Some((NOBODY, NOBODY)));
+}
+
+#[tokio::test]
+async fn run_as_of_the_warden_and_of_the_rule_decide_the_user() {
+    if !require_root_or_skip("run_as_of_the_warden_and_of_the_rule_decide_the_user") {
+        return;
+    }
+    let exec = executor_with(Some("nobody"), false, None);
+    // A root caller, which would be refused on its own, runs as the warden's run_as user.
+    let run = run_with(&exec, request("warden-run-as", &["id", "-un"]), vec![]).await;
+    assert_eq!(
+        (run.outcome, run.stdout),
+        (Outcome::Exited(0), b"nobody\n".to_vec())
+    );
+    let mut req = request("rule-run-as", &["sh", "-c", "id -un; echo $HOME"]);
+    req.run_as = Some("daemon".into());
+    let run = run_with(&exec, req, vec![]).await;
+    assert_eq!(
+        (
+            run.outcome,
+            String::from_utf8_lossy(&run.stdout).into_owned()
+        ),
+        (Outcome::Exited(0), "daemon\n/usr/sbin\n".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn a_command_that_would_run_as_the_warden_is_refused_and_nothing_runs() {
+    if !require_root_or_skip("a_command_that_would_run_as_the_warden_is_refused_and_nothing_runs") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(unique_id("refused"));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let marker = dir.join("ran");
+    let script = format!("touch {}", marker.display());
+    let exec = executor_with(None, false, None);
+    let run = run_with(&exec, request("refused", &["sh", "-c", &script]), vec![]).await;
+    let mut req = request("refused-rule", &["sh", "-c", &script]);
+    req.run_as = Some("root".into());
+    let by_rule = run_with(&exec, as_nobody(req), vec![]).await;
+    let ran = marker.exists();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(
+        run.outcome,
+        Outcome::SpawnFailed {
+            not_found: false,
+            message: "refused to run: the command would run as uid 0 (root), the warden's own \
+                      uid, which could read its state (tokens, store, audit); name another user \
+                      with run_as, or set allow_run_as_warden: true"
+                .into()
+        }
+    );
+    assert!(run.started.is_none());
+    assert!(matches!(
+        by_rule.outcome,
+        Outcome::SpawnFailed {
+            not_found: false,
+            ..
+        }
+    ));
+    assert!(!ran, "a refused command ran");
+}
+
+/// A command that kills its own supervisor (`kill -9 $PPID`) and leaves sleeps behind.
+const KILL_SUPERVISOR: &str =
+    "sleep 1000 & setsid sleep 1000 & kill -9 $PPID; echo \"kill $?\"; sleep 1000";
+
+#[tokio::test]
+async fn a_command_cannot_kill_its_supervisor_and_nothing_outlives_the_limit() {
+    if !require_root_or_skip("a_command_cannot_kill_its_supervisor_and_nothing_outlives_the_limit")
+    {
+        return;
+    }
+    let mut req = as_nobody(request("kill-ppid", &["sh", "-c", KILL_SUPERVISOR]));
+    req.timeout = Duration::from_millis(1500);
+    let marker = marker_of(&req);
+    let run = run_with(&executor_with(None, false, None), req, vec![]).await;
+    assert_eq!(
+        run.outcome,
+        Outcome::TimedOut {
+            after: Duration::from_millis(1500)
+        }
+    );
+    let said = String::from_utf8_lossy(&run.stdout).into_owned();
+    assert!(said.starts_with("kill ") && said != "kill 0\n", "{said:?}");
+    assert!(
+        String::from_utf8_lossy(&run.stderr).contains("Operation not permitted"),
+        "{:?}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(processes_with(&marker), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn with_a_cgroup_nothing_outlives_a_supervisor_killed_by_a_command_of_its_own_uid() {
+    let test = "with_a_cgroup_nothing_outlives_a_supervisor_killed_by_a_command_of_its_own_uid";
+    if !require_root_or_skip(test) {
+        return;
+    }
+    let Some((cgroups, _state)) = cgroups(test) else {
+        return;
+    };
+    // allow_run_as_warden: the command shares the helper's uid, so its kill succeeds.
+    let exec = executor_with(None, true, Some(cgroups));
+    let mut req = request("kill-ppid-cgroup", &["sh", "-c", KILL_SUPERVISOR]);
+    req.timeout = Duration::from_millis(1500);
+    let marker = marker_of(&req);
+    let run = run_with(&exec, req, vec![]).await;
+    assert_eq!(run.stdout, b"kill 0\n");
+    assert_eq!(run.outcome, Outcome::Signaled(libc::SIGKILL));
+    assert_eq!(processes_with(&marker), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn each_command_runs_in_a_cgroup_of_its_own_that_is_gone_afterwards() {
+    let test = "each_command_runs_in_a_cgroup_of_its_own_that_is_gone_afterwards";
+    if !require_root_or_skip(test) {
+        return;
+    }
+    let Some((cgroups, _state)) = cgroups(test) else {
+        return;
+    };
+    let parent = cgroups.parent().to_path_buf();
+    let exec = executor_with(None, false, Some(cgroups));
+    let req = as_nobody(request("cgroup", &["cat", "/proc/self/cgroup"]));
+    let id = req.request_id.clone();
+    let run = run_with(&exec, req, vec![]).await;
+    assert_eq!(run.outcome, Outcome::Exited(0));
+    let text = String::from_utf8_lossy(&run.stdout).into_owned();
+    let name = parent.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("0::/") && l.ends_with(&format!("/{name}/{id}"))),
+        "{text}"
+    );
+    assert!(
+        !parent.join(&id).exists(),
+        "the request's cgroup was not removed"
+    );
+    drop(exec);
+    assert!(!parent.exists(), "the warden's cgroup was not removed");
+}
+
+#[tokio::test]
+async fn leftovers_of_a_crashed_warden_are_killed_by_its_successor() {
+    let test = "leftovers_of_a_crashed_warden_are_killed_by_its_successor";
+    if !require_root_or_skip(test) {
+        return;
+    }
+    let Some((cgroups, _state)) = cgroups(test) else {
+        return;
+    };
+    // What a crashed warden leaves: a request cgroup with a process in it, and an
+    // exec-helper still supervising another request.
+    let stray_id = unique_id("stray");
+    let dir = cgroups.create(&stray_id).expect("create a request cgroup");
+    let mut stray = std::process::Command::new("sleep")
+        .arg("1000")
+        .spawn()
+        .expect("spawn sleep");
+    std::fs::write(dir.join("cgroup.procs"), stray.id().to_string()).expect("move into cgroup");
+    let helper_id = unique_id("helper");
+    let mut helper = std::process::Command::new(shim_binary())
+        .args([
+            "exec-helper",
+            "--request-id",
+            &helper_id,
+            "--",
+            "/bin/sleep",
+            "sleep",
+            "1000",
+        ])
+        .spawn()
+        .expect("spawn a helper");
+    let exec = executor_with(None, false, Some(cgroups));
+    let abandoned = [
+        clawrden_warden::executor::AbandonedRequest {
+            id: helper_id.clone(),
+            prisoner: "default".into(),
+        },
+        clawrden_warden::executor::AbandonedRequest {
+            id: unique_id("gone"),
+            prisoner: "default".into(),
+        },
+    ];
+    let mut report = exec.reap_abandoned(&abandoned).await;
+    report.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut want = vec![
+        (helper_id, clawrden_warden::executor::Leftovers::Killed),
+        (
+            abandoned[1].id.clone(),
+            clawrden_warden::executor::Leftovers::NoneLeft,
+        ),
+        (stray_id, clawrden_warden::executor::Leftovers::Killed),
+    ];
+    want.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(report, want);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        stray.wait().expect("wait sleep").signal(),
+        Some(libc::SIGKILL)
+    );
+    assert_eq!(
+        helper.wait().expect("wait helper").signal(),
+        Some(libc::SIGKILL)
+    );
+    assert!(!dir.exists());
+}
+
+#[tokio::test]
+async fn a_command_inherits_no_descriptor_beyond_0_1_2() {
+    // Not marked close-on-exec, as a careless parent of the warden would leave one.
+    let stray = nix::unistd::dup(2).expect("dup");
+    let req = request("fds", &["sh", "-c", "ls /proc/$$/fd"]);
+    let run = run_with(&executor(), req, vec![]).await;
+    let _ = nix::unistd::close(stray);
+    assert_eq!(run.outcome, Outcome::Exited(0));
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout),
+        "0\n1\n2\n",
+        "stray fd {stray}"
+    );
+}
+
+#[test]
+fn exec_helper_kills_the_tree_at_its_own_time_limit_when_nobody_else_does() {
+    // What happens when the executor that should end the command is gone (a warden
+    // killed with -9): the helper's own limit still ends the tree, and says so.
+    let id = unique_id("time-limit");
+    let marker = format!("{MARKER}={id}");
+    let mut cmd = std::process::Command::new(shim_binary());
+    cmd.args([
+        "exec-helper",
+        "--no-parent-death",
+        "--grace-ms",
+        "100",
+        "--time-limit-ms",
+        "300",
+        "--",
+        "/bin/sh",
+        "sh",
+        "-c",
+        "sleep 1000 & setsid sleep 1000 & sleep 1000",
+    ])
+    .env_clear()
+    .env("PATH", "/usr/bin:/bin")
+    .env(MARKER, &id);
+    let out = cmd.output().expect("run exec-helper");
+    assert_eq!(out.status.code(), Some(124));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "clawrden: time limit of 300 ms reached; process tree killed\n"
+    );
+    assert_eq!(processes_with(marker.as_bytes()), Vec::<String>::new());
 }

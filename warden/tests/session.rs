@@ -390,19 +390,48 @@ async fn command_env_is_scrubbed_and_values_stay_out_of_the_audit() {
         .push((b"OPENAI_API_KEY".to_vec(), b"sk-hunter2".to_vec()));
     r.env.push((b"GIT_AUTHOR_NAME".to_vec(), b"Agent".to_vec()));
     r.env.push((b"LC_ALL".to_vec(), b"C".to_vec()));
+    // A caller's own parent-link secret never reaches the command: the warden sets it.
+    r.env
+        .push((b"CLAWRDEN_PARENT_TOKEN".to_vec(), b"forged".to_vec()));
     c.send(&Message::Request(r)).await;
     let d = decision(&mut c).await;
+    // Warden-side: only the harmless names and the rule's env.pass (GIT_*) pass from the
+    // caller (not its PATH); the socket it called on and the request id are set by the
+    // warden; the executor adds PATH and HOME for the run-as identity.
     let expected = format!(
-        "PATH=/usr/bin:/bin\nGIT_AUTHOR_NAME=Agent\nLC_ALL=C\nCLAWRDEN_PARENT_REQUEST={}\n",
+        "GIT_AUTHOR_NAME=Agent\nLC_ALL=C\nCLAWRDEN_SOCKET={}\nCLAWRDEN_PARENT_REQUEST={}\nCLAWRDEN_PARENT_TOKEN=",
+        w.socket.display(),
         d.request_id
     );
-    assert_eq!(c.recv().await, Some(Message::Stdout(expected.into_bytes())));
+    let Some(Message::Stdout(out)) = c.recv().await else {
+        panic!("no output from env");
+    };
+    let out = String::from_utf8(out).unwrap();
+    // The parent-link secret: 32 random bytes in hex, in the command's environment only.
+    let token = out
+        .strip_prefix(&expected)
+        .and_then(|t| t.strip_suffix('\n'))
+        .unwrap_or_else(|| panic!("{out:?}"));
+    assert!(
+        token.len() == 64 && token.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{token:?}"
+    );
     assert_eq!(c.recv().await, Some(Message::Exit(0)));
     let text = std::fs::read_to_string(w.audit_path()).unwrap();
     assert!(!text.contains("hunter2"));
+    assert!(
+        !text.contains(token),
+        "the parent-link secret reached the audit"
+    );
     assert_eq!(
         w.events_of(&d.request_id)[0]["env_names"],
-        serde_json::json!(["PATH", "OPENAI_API_KEY", "GIT_AUTHOR_NAME", "LC_ALL"])
+        serde_json::json!([
+            "PATH",
+            "OPENAI_API_KEY",
+            "GIT_AUTHOR_NAME",
+            "LC_ALL",
+            "CLAWRDEN_PARENT_TOKEN"
+        ])
     );
 }
 

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use clawrden_warden::auth::Scope;
 use clawrden_warden::store::{
-    Abandoned, Action, ApprovalState, ApprovalVerdict, ExitStatus, HistoryQuery, NewApproval,
-    NewGrant, NewRequest, PrisonerState, RequestState, Store, StoreError, Timestamp, MAX_GRANT_TTL,
-    SCHEMA_VERSION,
+    Abandoned, Action, ApprovalState, ApprovalVerdict, ExitStatus, GrantedCall, HistoryQuery,
+    NewApproval, NewGrant, NewRequest, PrisonerState, RequestState, Store, StoreError, Timestamp,
+    MAX_GRANT_TTL, SCHEMA_VERSION,
 };
 
 #[path = "common/tempdir.rs"]
@@ -44,6 +44,7 @@ fn request(id: &str, created_at: i64, state: RequestState) -> NewRequest {
         created_at: Timestamp(created_at),
         decided_at: Some(Timestamp(created_at)),
         parent_request: None,
+        unverified_parent: None,
         policy_sha256: Some("ab".repeat(32)),
     }
 }
@@ -173,6 +174,8 @@ fn everything_survives_a_reopen() {
             .create_grant(
                 &NewGrant {
                     prisoner: "agent-1".into(),
+                    uid: 1000,
+                    executor: "mirror".into(),
                     argv: argv(&["git", "push"]),
                     cwd: b"/work".to_vec(),
                     created_by: "alice".into(),
@@ -864,6 +867,8 @@ fn history_pages_with_a_keyset_cursor_across_equal_timestamps() {
 fn new_grant(words: &[&str], cwd: &str, ttl: Duration) -> NewGrant {
     NewGrant {
         prisoner: "agent-1".into(),
+        uid: 1000,
+        executor: "mirror".into(),
         argv: argv(words),
         cwd: cwd.as_bytes().to_vec(),
         created_by: "alice".into(),
@@ -895,8 +900,32 @@ fn grant_ttl_must_be_positive_and_at_most_a_day() {
     assert!(store.list_grants(Timestamp(0), true).unwrap().len() == 1);
 }
 
+/// The grant `store` holds for the call (uid 1000, mirror executor unless given).
+fn find_as(
+    store: &Store,
+    (prisoner, uid, executor): (&str, u32, &str),
+    words: &[&str],
+    cwd: &str,
+    now: i64,
+) -> Option<i64> {
+    let argv = argv(words);
+    store
+        .find_grant(
+            &GrantedCall {
+                prisoner,
+                uid,
+                executor,
+                argv: &argv,
+                cwd: cwd.as_bytes(),
+            },
+            Timestamp(now),
+        )
+        .unwrap()
+        .map(|g| g.id)
+}
+
 #[test]
-fn grants_match_exact_prisoner_argv_and_cwd_only() {
+fn grants_match_exact_prisoner_uid_executor_argv_and_cwd_only() {
     let dir = TempDir::tagged("grants");
     let store = Store::open(dir.path()).unwrap();
     let g = store
@@ -905,12 +934,20 @@ fn grants_match_exact_prisoner_argv_and_cwd_only() {
             Timestamp(0),
         )
         .unwrap();
+    assert_eq!((g.uid, g.executor.as_deref()), (Some(1000), Some("mirror")));
     let find = |prisoner: &str, words: &[&str], cwd: &str, now: i64| {
-        store
-            .find_grant(prisoner, &argv(words), cwd.as_bytes(), Timestamp(now))
-            .unwrap()
-            .map(|g| g.id)
+        find_as(&store, (prisoner, 1000, "mirror"), words, cwd, now)
     };
+    let push = &["git", "push", "origin"];
+    // A grant made for uid 1000 in mirror answers neither uid 0 nor the local executor.
+    assert_eq!(
+        find_as(&store, ("agent-1", 0, "mirror"), push, "/work", 1),
+        None
+    );
+    assert_eq!(
+        find_as(&store, ("agent-1", 1000, "local"), push, "/work", 1),
+        None
+    );
     assert_eq!(
         find("agent-1", &["git", "push", "origin"], "/work", 1),
         Some(g.id)
@@ -968,9 +1005,7 @@ fn grant_use_is_counted_and_revocation_wins() {
     assert_eq!(revoked.revoked_at, Some(Timestamp(30)));
     assert!(!revoked.is_active(Timestamp(30)));
     assert_eq!(
-        store
-            .find_grant("agent-1", &argv(&["make"]), b"/w", Timestamp(40))
-            .unwrap(),
+        find_as(&store, ("agent-1", 1000, "mirror"), &["make"], "/w", 40),
         None
     );
     let err = store.record_grant_use(g.id, Timestamp(40)).unwrap_err();

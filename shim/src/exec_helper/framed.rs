@@ -11,7 +11,10 @@
 //! the PTY's settings change). `Signal` goes to the command's process group, `Resize` to
 //! the PTY, `Kill` kills the tree. When the command ends, the rest of the tree is killed,
 //! the output drained, and exactly one `Exit` or `Signaled` frame says how it ended: death
-//! by signal is reported as the signal, not as 128+N.
+//! by signal is reported as the signal, not as 128+N. With `--time-limit-ms`, the helper
+//! kills the tree itself once that much time has passed, says so on `Stderr` and ends with
+//! `Exit(124)`, whether or not the warden is still there. With `--cgroup`, the command
+//! joins that cgroup and the tree kill ends with `cgroup.kill`, as unframed.
 //!
 //! One poll(2) loop; the channel's output is a bounded buffer, and the command's outputs
 //! are only read while it has room, so a slow warden slows the command instead of growing
@@ -22,6 +25,8 @@
 use std::fs::OpenOptions;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 use clawrden_protocol::channel::{
     write_io, ChannelFrame, ChannelKind, ChannelMsg, Failure, Start, StdioPlan,
@@ -39,7 +44,7 @@ use nix::unistd::Pid;
 
 use super::{
     begin_supervision, failed, forward, kill_tree, prepare, read_signal, reap, HelperError,
-    Options, EXIT_HELPER_FAILED,
+    Options, EXIT_HELPER_FAILED, EXIT_TIME_LIMIT,
 };
 use crate::sys::process as sys_process;
 use crate::sys::{std_fd, term};
@@ -74,12 +79,14 @@ fn run(options: &Options) -> Result<i32, HelperError> {
     let Some(signal_fd) = begin_supervision(options)? else {
         return Ok(0);
     };
+    let deadline = options.time_limit.map(|limit| Instant::now() + limit);
     for fd in [0, 1] {
         set_nonblocking(fd).map_err(failed("making the channel non-blocking"))?;
     }
     let mut chan = Channel::default();
-    let Some(start) = chan.read_start(&signal_fd)? else {
-        // The warden went away (or asked for a kill) before anything started.
+    let Some(start) = chan.read_start(&signal_fd, deadline)? else {
+        // The warden went away (or asked for a kill, or the time limit passed) before
+        // anything started.
         return Ok(0);
     };
     let prepared = match prepare(options)? {
@@ -132,6 +139,7 @@ fn run(options: &Options) -> Result<i32, HelperError> {
     let mut sup = Supervisor {
         options,
         signal_fd,
+        deadline,
         child,
         chan,
         settings: match (&master, settings) {
@@ -262,8 +270,12 @@ impl Channel {
     }
 
     /// Waits for the `Start` frame. `None` when the warden closed the channel, asked for
-    /// a kill, or the helper was told to stop (SIGUSR1) first.
-    fn read_start(&mut self, signal_fd: &SignalFd) -> Result<Option<Start>, HelperError> {
+    /// a kill, the helper was told to stop (SIGUSR1) or its time limit passed first.
+    fn read_start(
+        &mut self,
+        signal_fd: &SignalFd,
+        deadline: Option<Instant>,
+    ) -> Result<Option<Start>, HelperError> {
         loop {
             match self.next() {
                 Ok(Some(ChannelMsg::Start(start))) => return Ok(Some(start)),
@@ -285,11 +297,15 @@ impl Channel {
             if self.in_closed {
                 return Ok(None);
             }
+            let timeout = match remaining(deadline) {
+                Some(Duration::ZERO) => return Ok(None),
+                left => poll_timeout(left),
+            };
             let mut fds = [
                 PollFd::new(std_fd(0), PollFlags::POLLIN),
                 PollFd::new(signal_fd.as_fd(), PollFlags::POLLIN),
             ];
-            let _ = poll(&mut fds, PollTimeout::NONE);
+            let _ = poll(&mut fds, timeout);
             while let Some(info) = read_signal(signal_fd) {
                 if info.ssi_signo == Signal::SIGUSR1 as u32 {
                     return Ok(None);
@@ -408,6 +424,22 @@ fn open_pty(
     Ok((master, slave))
 }
 
+/// Time left until `deadline` (`None`: no deadline).
+fn remaining(deadline: Option<Instant>) -> Option<Duration> {
+    deadline.map(|d| d.saturating_duration_since(Instant::now()))
+}
+
+/// A poll(2) timeout for `left` (`None`: wait without limit), rounded up to whole
+/// milliseconds so a short remainder does not become a busy loop.
+fn poll_timeout(left: Option<Duration>) -> PollTimeout {
+    match left {
+        None => PollTimeout::NONE,
+        Some(t) => {
+            PollTimeout::try_from(t + Duration::from_micros(999)).unwrap_or(PollTimeout::MAX)
+        }
+    }
+}
+
 /// What one read of a command output found.
 #[derive(Debug, PartialEq, Eq)]
 enum Read {
@@ -426,11 +458,15 @@ enum Stop {
     Killed,
     /// The warden is gone or broke the channel: kill the tree, nothing to say.
     Abandoned,
+    /// `--time-limit-ms` passed: kill the tree, say so, exit 124.
+    TimeLimit,
 }
 
 struct Supervisor<'a> {
     options: &'a Options,
     signal_fd: SignalFd,
+    /// When `--time-limit-ms` ends the command.
+    deadline: Option<Instant>,
     child: Pid,
     chan: Channel,
     master: Option<PtyMaster>,
@@ -465,19 +501,32 @@ impl Supervisor<'_> {
                 }
             },
         };
+        let cgroup = self.options.cgroup.as_deref().map(Path::new);
         match stop {
             Stop::Abandoned => {
-                kill_tree(&self.signal_fd, self.options.grace);
+                kill_tree(&self.signal_fd, self.options.grace, cgroup);
                 0
             }
             Stop::Killed => {
-                kill_tree(&self.signal_fd, self.options.grace);
+                kill_tree(&self.signal_fd, self.options.grace, cgroup);
                 self.drain();
                 self.chan.flush_all();
                 0
             }
+            Stop::TimeLimit => {
+                kill_tree(&self.signal_fd, self.options.grace, cgroup);
+                self.drain();
+                self.notice_settings();
+                let limit = self.options.time_limit.unwrap_or_default().as_millis();
+                let message =
+                    format!("clawrden: time limit of {limit} ms reached; process tree killed\n");
+                self.chan.queue_io(ChannelKind::Stderr, message.as_bytes());
+                self.chan.queue(ChannelMsg::Exit(EXIT_TIME_LIMIT));
+                self.chan.flush_all();
+                0
+            }
             Stop::Ended(status) => {
-                kill_tree(&self.signal_fd, self.options.grace);
+                kill_tree(&self.signal_fd, self.options.grace, cgroup);
                 self.drain();
                 self.notice_settings();
                 match status {
@@ -553,7 +602,11 @@ impl Supervisor<'_> {
                     fds.push(PollFd::new(o.as_fd(), ev));
                 }
             }
-            match poll(&mut fds, PollTimeout::NONE) {
+            let timeout = match remaining(self.deadline) {
+                Some(Duration::ZERO) => return Some(Stop::TimeLimit),
+                left => poll_timeout(left),
+            };
+            match poll(&mut fds, timeout) {
                 Ok(_) | Err(Errno::EINTR) => {}
                 Err(_) => return Some(Stop::Abandoned),
             }

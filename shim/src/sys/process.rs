@@ -64,6 +64,8 @@ pub struct ExecImage {
     exec_error_prefix: Vec<u8>,
     /// `clawrden: cannot change directory to DIR: `
     chdir_error_prefix: Vec<u8>,
+    /// `<cgroup>/cgroup.procs` the child writes itself into, and the error prefix.
+    cgroup_procs: Option<(CString, Vec<u8>)>,
 }
 
 /// A string that cannot be passed to `exec` because it holds a NUL byte.
@@ -128,7 +130,19 @@ impl ExecImage {
             envp_ptrs,
             exec_error_prefix,
             chdir_error_prefix,
+            cgroup_procs: None,
         })
+    }
+
+    /// Makes the child join the cgroup v2 directory `dir` (while still privileged).
+    pub fn join_cgroup(&mut self, dir: &std::path::Path) -> Result<(), NulByte> {
+        let procs = dir.join("cgroup.procs");
+        let path = c_string("cgroup", procs.as_os_str())?;
+        let mut prefix = b"clawrden: cannot join the cgroup ".to_vec();
+        prefix.extend_from_slice(dir.as_os_str().as_bytes());
+        prefix.extend_from_slice(b": ");
+        self.cgroup_procs = Some((path, prefix));
+        Ok(())
     }
 }
 
@@ -146,15 +160,6 @@ impl ExecImage {
     /// exec); the child marks every other one close-on-exec.
     pub fn keep_only(&mut self, fds: Vec<RawFd>) {
         self.keep_fds = fds;
-    }
-
-    /// The program's descriptor when it is inheritable (a script its interpreter reads
-    /// through `/dev/fd/N`).
-    pub fn inheritable_program_fd(&self) -> Option<RawFd> {
-        let fd = self.program_fd.as_ref()?.as_raw_fd();
-        let flags = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).ok()?;
-        (!nix::fcntl::FdFlag::from_bits_truncate(flags).contains(nix::fcntl::FdFlag::FD_CLOEXEC))
-            .then_some(fd)
     }
 
     /// Makes the child drop to `credentials` (setgroups, setgid, setuid, each checked)
@@ -251,6 +256,10 @@ fn child_exec(image: &mut ExecImage) -> ! {
         // SIGSTOP, libc-reserved ones) just fail with EINVAL, which is fine.
         unsafe { libc::signal(sig, libc::SIG_DFL) };
     }
+    // Before the drop: joining a cgroup needs the helper's (root) rights.
+    if let Some((procs, prefix)) = &image.cgroup_procs {
+        child_join_cgroup(procs, prefix);
+    }
     if let Some(credentials) = &mut image.credentials {
         child_drop_privileges(credentials);
     }
@@ -297,6 +306,22 @@ fn child_exec(image: &mut ExecImage) -> ! {
         126
     };
     child_fail(&image.exec_error_prefix, status)
+}
+
+/// Writes "0" (this process) to `procs`; exits 126 if that fails. Async-signal-safe.
+fn child_join_cgroup(procs: &CString, prefix: &[u8]) {
+    // SAFETY: a valid NUL-terminated path owned by the image.
+    let fd = unsafe { libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+    if fd == -1 {
+        child_fail(prefix, 126);
+    }
+    // SAFETY: writing one byte from a static buffer to the descriptor just opened.
+    let written = unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) };
+    if written != 1 {
+        child_fail(prefix, 126);
+    }
+    // SAFETY: closing the descriptor opened above.
+    unsafe { libc::close(fd) };
 }
 
 /// setgroups, setresgid, setresuid, then checks that every id (real, effective, saved) and

@@ -2,8 +2,14 @@ use super::*;
 use crate::testutil::{SteppingClock, TempDir};
 use std::time::Duration;
 
+use serde_json::Value;
+
 fn at(ms: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+fn key() -> AuditKey {
+    AuditKey::from_bytes([9; 32])
 }
 
 fn audit_in(dir: &Path, max: u64) -> Audit {
@@ -12,6 +18,7 @@ fn audit_in(dir: &Path, max: u64) -> Audit {
         dir.to_owned(),
         max,
         Arc::new(SteppingClock::starting_at_ms(1_795_510_862_345)),
+        Arc::new(key()),
     )
 }
 
@@ -25,20 +32,12 @@ fn parsed(line: &str) -> Value {
     serde_json::from_str(line).unwrap()
 }
 
-/// Checks seq and prev over the lines of the given files, in order.
+/// Verifies the chain (with its MACs) over the given files, in order; returns its length.
 fn check_chain(files: &[PathBuf]) -> u64 {
-    let mut prev = ZERO_HASH.to_owned();
-    let mut seq = 0;
-    for f in files {
-        for line in lines(f) {
-            let v = parsed(&line);
-            assert_eq!(v["prev"], Value::String(prev.clone()), "{line}");
-            assert_eq!(v["seq"].as_u64(), Some(seq + 1), "{line}");
-            seq += 1;
-            prev = sha256_hex(line.as_bytes());
-        }
-    }
-    seq
+    let report = clawrden_audit::verify_files(files, Some(&key()))
+        .unwrap_or_else(|f| panic!("audit chain does not verify: {f}"));
+    assert_eq!(report.first_seq, 1);
+    report.last_seq
 }
 
 #[test]
@@ -80,12 +79,13 @@ fn lines_form_a_hash_chain_starting_at_zero() {
     let path = tmp.path().join(ACTIVE_FILE);
     assert_eq!(check_chain(std::slice::from_ref(&path)), 3);
     let first = &lines(&path)[0];
+    let body = format!(
+        "{{\"seq\":1,\"ts\":\"2026-11-24T09:01:02.345Z\",\"event\":\"request\",\
+         \"request_id\":\"01ID\",\"n\":0,\"prev\":\"{ZERO_HASH}\""
+    );
     assert_eq!(
         first,
-        &format!(
-            "{{\"seq\":1,\"ts\":\"2026-11-24T09:01:02.345Z\",\"event\":\"request\",\
-             \"request_id\":\"01ID\",\"n\":0,\"prev\":\"{ZERO_HASH}\"}}"
-        )
+        &format!("{body},\"mac\":\"{}\"}}", key().mac_hex(body.as_bytes()))
     );
     assert_eq!(
         parsed(&lines(&path)[1])["ts"],
@@ -134,7 +134,10 @@ fn restart_resumes_seq_and_prev_from_the_tail() {
     audit.open_now().unwrap();
     let path = tmp.path().join(ACTIVE_FILE);
     let last = lines(&path)[1].clone();
-    assert_eq!(audit.head(), Some((2, sha256_hex(last.as_bytes()))));
+    assert_eq!(
+        audit.head(),
+        Some((2, clawrden_audit::link_hash(last.as_bytes())))
+    );
     assert_eq!(audit.record(&Event::control()).unwrap(), 3);
     assert_eq!(check_chain(&[path]), 3);
 }
@@ -168,8 +171,8 @@ fn garbage_tail_is_an_error_not_a_new_chain() {
 #[test]
 fn rotation_renames_by_first_seq_and_keeps_the_chain() {
     let tmp = TempDir::new("audit-rotate");
-    // Each line is ~150 bytes: two fit in 400, the third rotates.
-    let audit = audit_in(tmp.path(), 400);
+    // Each line is ~245 bytes: two fit in 560, the third rotates.
+    let audit = audit_in(tmp.path(), 560);
     for _ in 0..7 {
         audit
             .record(&Event::for_request(
@@ -197,7 +200,7 @@ fn rotation_renames_by_first_seq_and_keeps_the_chain() {
         ]
     );
     for p in &rotated {
-        assert!(fs::metadata(p).unwrap().len() <= 400);
+        assert!(fs::metadata(p).unwrap().len() <= 560);
     }
     let mut all = rotated.clone();
     all.push(tmp.path().join(ACTIVE_FILE));
@@ -235,4 +238,30 @@ fn unwritable_audit_fails_each_call_and_recovers_when_fixed() {
     fs::remove_dir(&active).unwrap();
     assert_eq!(audit.record(&Event::control()).unwrap(), 1);
     assert_eq!(audit.last_error(), None);
+}
+
+#[test]
+fn an_unkeyed_log_continues_as_a_keyed_segment_that_verifies_with_the_key() {
+    let tmp = TempDir::new("audit-upgrade");
+    let path = tmp.path().join(ACTIVE_FILE);
+    // Two lines as a warden before keying wrote them: no mac.
+    let first = format!(
+        "{{\"seq\":1,\"ts\":\"2026-11-24T09:01:02.345Z\",\"event\":\"control\",\"prev\":\"{ZERO_HASH}\"}}"
+    );
+    let second = format!(
+        "{{\"seq\":2,\"ts\":\"2026-11-24T09:01:03.345Z\",\"event\":\"control\",\"prev\":\"{}\"}}",
+        clawrden_audit::link_hash(first.as_bytes())
+    );
+    fs::write(&path, format!("{first}\n{second}\n")).unwrap();
+    let audit = audit_in(tmp.path(), DEFAULT_MAX_SIZE);
+    assert_eq!(audit.record(&Event::control()).unwrap(), 3);
+    let report = clawrden_audit::verify_files(std::slice::from_ref(&path), Some(&key())).unwrap();
+    assert_eq!(
+        report.authenticity,
+        clawrden_audit::Authenticity::Checked {
+            key_id: key().id(),
+            keyed: (3, 3),
+            unkeyed: Some((1, 2)),
+        }
+    );
 }

@@ -296,3 +296,58 @@ fn a_container_name_cannot_pose_as_a_label_selector() {
         "/etc/clawrden/warden.yaml:5:43: invalid container \"label=app=a\": give the container's name or id (letters, digits, '.', '_' or '-'), or use container_label: KEY=VALUE"
     );
 }
+
+#[test]
+fn caps_and_audit_syslog_parse_with_defaults_for_what_is_left_out() {
+    let c = parse(GOOD).unwrap();
+    assert_eq!(c.caps, CapsConfig::default());
+    assert_eq!(c.audit_syslog, None);
+    let src = format!(
+        "{GOOD}max_connections: 100\nmax_pending_per_prisoner: 4\naudit_syslog:\n  address: logs.example.org:514\n  facility: local3\n"
+    );
+    let c = parse(&src).unwrap();
+    assert_eq!(
+        c.caps,
+        CapsConfig {
+            max_connections: 100,
+            max_pending_per_prisoner: 4,
+            ..CapsConfig::default()
+        }
+    );
+    assert_eq!(
+        c.audit_syslog,
+        Some(SyslogConfig {
+            address: "logs.example.org:514".into(),
+            facility: Facility::Local3,
+            queue: DEFAULT_QUEUE,
+        })
+    );
+}
+
+#[test]
+fn a_zero_cap_or_a_bad_syslog_address_names_its_position() {
+    let e = err(&format!("{GOOD}max_pending_per_prisoner: 0\n"));
+    assert_eq!(
+        e,
+        "/etc/clawrden/warden.yaml:12:27: max_pending_per_prisoner is 0; it must be at least 1"
+    );
+    let e = err(&format!(
+        "{GOOD}audit_syslog:\n  address: logs.example.org\n"
+    ));
+    assert_eq!(
+        e,
+        "/etc/clawrden/warden.yaml:13:12: audit_syslog address \"logs.example.org\" is not HOST:PORT (e.g. logs.example.org:514 or 10.0.0.5:6514)"
+    );
+    let args = RunArgs {
+        policy: Some("/p".into()),
+        state_dir: Some("/s".into()),
+        socket: Some("/run/clawrden/warden.sock".into()),
+        exec_helper: Some("/bin/sh".into()),
+        max_request_bytes_kept: Some(10),
+        ..RunArgs::default()
+    };
+    assert_eq!(
+        from_flags(&args).unwrap_err().to_string(),
+        "--max-request-bytes-kept: max_request_bytes_kept is 10; it must be at least 1024"
+    );
+}

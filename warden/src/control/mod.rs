@@ -33,8 +33,8 @@ pub use self::error::ControlError;
 pub use self::events::{EventEnvelope, RING_SIZE};
 pub use self::views::{
     ApprovalView, AuditView, CheckView, CreatedTokenView, ExplainInput, ExplainView, ExportFormat,
-    GrantView, HistoryPage, HistoryParams, LockdownView, PolicyView, PrisonerView, QueueView,
-    ReadinessView, ReloadView, RequestView, StatusPolicy, StatusView, TokenView,
+    FlagView, GrantView, HistoryPage, HistoryParams, LockdownView, PolicyView, PrisonerView,
+    QueueView, ReadinessView, ReloadView, RequestView, StatusPolicy, StatusView, TokenView,
 };
 pub use crate::auth::{Identity, Scope};
 
@@ -46,8 +46,8 @@ use crate::clock::Clock;
 use crate::metrics::{ErrorKind, Metrics};
 use crate::policy_store::{PolicyStore, ReloadResult};
 use crate::store::{
-    self, ApprovalState, ApprovalVerdict, Grant, HistoryQuery, NewGrant, Prisoner, PrisonerState,
-    RequestRecord, RequestState, Store, StoreError, Timestamp,
+    self, ApprovalState, ApprovalVerdict, Grant, GrantedCall, HistoryQuery, NewGrant, Prisoner,
+    PrisonerState, RequestRecord, RequestState, Store, StoreError, Timestamp,
 };
 
 /// Settings key under which lockdown is persisted.
@@ -142,6 +142,8 @@ pub(crate) enum ApprovalMsg {
 struct Waiter {
     prisoner: String,
     tx: oneshot::Sender<ApprovalMsg>,
+    /// When it joined the queue (for the oldest-pending-approval metric).
+    queued_at: SystemTime,
 }
 
 struct RunningEntry {
@@ -187,6 +189,8 @@ pub struct ControlPlane {
     metrics_token: Mutex<Option<String>>,
     sockets_ready: std::sync::atomic::AtomicBool,
     abandoned: store::Abandoned,
+    /// Requests the previous warden left `running` (id, prisoner, executor).
+    abandoned_running: Vec<(String, String, Option<String>)>,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -222,6 +226,7 @@ impl ControlPlane {
     pub fn start(opts: ControlOptions) -> Result<Arc<ControlPlane>, ControlError> {
         let now = Timestamp::from_system_time(opts.clock.now());
         let store = opts.store;
+        let abandoned_running = store.running_requests().map_err(ControlError::store)?;
         let abandoned = store
             .mark_abandoned_on_startup(now)
             .map_err(ControlError::store)?;
@@ -305,6 +310,7 @@ impl ControlPlane {
             metrics_token: Mutex::new(opts.metrics_token),
             sockets_ready: std::sync::atomic::AtomicBool::new(false),
             abandoned,
+            abandoned_running,
         }))
     }
 
@@ -339,6 +345,12 @@ impl ControlPlane {
     /// What startup marked abandoned.
     pub fn abandoned_at_start(&self) -> store::Abandoned {
         self.abandoned
+    }
+
+    /// The requests the previous warden left running, as (id, prisoner, executor): their
+    /// processes may outlive it, and start-up kills them.
+    pub fn abandoned_running(&self) -> &[(String, String, Option<String>)] {
+        &self.abandoned_running
     }
 
     /// Sets (or removes) the container runtime for prisoner actions.
@@ -723,8 +735,10 @@ impl ControlPlane {
                     rule: c.rule.clone(),
                     matched: c.matched,
                     why: c.why.clone(),
+                    flag: c.flag.as_ref().map(FlagView::from),
                 })
                 .collect(),
+            refused: e.refused.clone(),
             text: e.render(),
         })
     }
@@ -909,6 +923,8 @@ impl ControlPlane {
         if let Some(ttl) = remember {
             let g = NewGrant {
                 prisoner: record.prisoner.clone(),
+                uid: record.uid,
+                executor: record.executor.clone().unwrap_or_default(),
                 argv: record.argv.clone(),
                 cwd: record.cwd.clone(),
                 created_by: who.name.clone(),
@@ -1307,7 +1323,8 @@ impl ControlPlane {
                 .into_iter()
                 .filter_map(|id| inner.waiters.remove(&id).map(|w| (id, w)))
                 .collect();
-            self.metrics.queue_size(inner.waiters.len());
+            self.metrics
+                .approval_queue(inner.waiters.values().map(|w| w.queued_at));
             (running, waiters)
         };
         let n = running.len() + waiters.len();
@@ -1357,23 +1374,40 @@ impl ControlPlane {
         }
     }
 
-    /// A live grant for exactly this call, with its use counted.
+    /// A live grant for exactly this call (prisoner, caller uid, executor, argv, cwd),
+    /// with its use counted.
     pub(crate) async fn use_grant(
         &self,
         prisoner: &str,
+        uid: u32,
+        executor: &str,
         argv: &[Vec<u8>],
         cwd: &[u8],
     ) -> Option<Grant> {
-        let (p, a, c) = (prisoner.to_owned(), argv.to_vec(), cwd.to_vec());
+        let (p, e, a, c) = (
+            prisoner.to_owned(),
+            executor.to_owned(),
+            argv.to_vec(),
+            cwd.to_vec(),
+        );
         let now = self.now();
         let r = self
-            .with_store(move |s| match s.find_grant(&p, &a, &c, now)? {
-                Some(g) => match s.record_grant_use(g.id, now) {
-                    Ok(g) => Ok(Some(g)),
-                    Err(StoreError::GrantNotActive { .. }) => Ok(None),
-                    Err(e) => Err(e),
-                },
-                None => Ok(None),
+            .with_store(move |s| {
+                let call = GrantedCall {
+                    prisoner: &p,
+                    uid,
+                    executor: &e,
+                    argv: &a,
+                    cwd: &c,
+                };
+                match s.find_grant(&call, now)? {
+                    Some(g) => match s.record_grant_use(g.id, now) {
+                        Ok(g) => Ok(Some(g)),
+                        Err(StoreError::GrantNotActive { .. }) => Ok(None),
+                        Err(e) => Err(e),
+                    },
+                    None => Ok(None),
+                }
             })
             .await;
         match r {
@@ -1398,23 +1432,27 @@ impl ControlPlane {
             Waiter {
                 prisoner: prisoner.to_owned(),
                 tx,
+                queued_at: self.clock.now(),
             },
         );
-        self.metrics.queue_size(inner.waiters.len());
+        self.metrics
+            .approval_queue(inner.waiters.values().map(|w| w.queued_at));
         rx
     }
 
     fn take_waiter_entry(&self, id: &str) -> Option<Waiter> {
         let mut inner = self.lock();
         let w = inner.waiters.remove(id);
-        self.metrics.queue_size(inner.waiters.len());
+        self.metrics
+            .approval_queue(inner.waiters.values().map(|w| w.queued_at));
         w
     }
 
     fn put_back_waiter(&self, id: &str, w: Waiter) {
         let mut inner = self.lock();
         inner.waiters.insert(id.to_owned(), w);
-        self.metrics.queue_size(inner.waiters.len());
+        self.metrics
+            .approval_queue(inner.waiters.values().map(|w| w.queued_at));
     }
 
     /// Takes a request out of the queue; false if a decision already took it (then the

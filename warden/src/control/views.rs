@@ -56,11 +56,18 @@ pub struct RequestView {
     pub finished_at: Option<String>,
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
+    /// The request this call was made from, when the warden verified it.
     pub parent_request: Option<String>,
+    /// A parent the call claimed that the warden could not verify, and why.
+    pub unverified_parent: Option<UnverifiedParentView>,
     pub policy_sha256: Option<String>,
     pub approval: Option<ApprovalView>,
     /// How long the approval waited (until decided, or until now while pending).
     pub waited_ms: Option<u64>,
+    /// Present when `argv` (or cwd) is only a prefix of the request: the whole request's
+    /// sizes and argv SHA-256 (see README.md, "Audit").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub truncated: Option<Value>,
 }
 
 impl RequestView {
@@ -94,6 +101,10 @@ impl RequestView {
             exit_code,
             signal,
             parent_request: r.parent_request.clone(),
+            unverified_parent: r.unverified_parent.as_ref().map(|u| UnverifiedParentView {
+                id: u.claimed.clone(),
+                reason: u.reason.clone(),
+            }),
             policy_sha256: r.policy_sha256.clone(),
             approval: approval.map(|a| ApprovalView {
                 state: a.state.as_str().to_owned(),
@@ -103,8 +114,21 @@ impl RequestView {
                 expires_at: rfc3339(a.expires_at),
             }),
             waited_ms,
+            truncated: r
+                .truncated
+                .as_deref()
+                .and_then(|t| serde_json::from_str(t).ok()),
         }
     }
+}
+
+/// A parent request a call claimed that the warden could not verify.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UnverifiedParentView {
+    /// The claimed request id, as sent (cut to 64 characters).
+    pub id: String,
+    /// Why it is not recorded as the parent.
+    pub reason: String,
 }
 
 /// One page of history, newest first.
@@ -115,11 +139,16 @@ pub struct HistoryPage {
     pub next_cursor: Option<String>,
 }
 
-/// A remembered approval for one exact (prisoner, argv, cwd).
+/// A remembered approval for one exact (prisoner, uid, executor, argv, cwd).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct GrantView {
     pub id: i64,
     pub prisoner: String,
+    /// The caller uid it answers; null for a grant made before grants bound the uid
+    /// (it answers no call).
+    pub uid: Option<u32>,
+    /// The executor it answers; null for a grant made before grants bound the executor.
+    pub executor: Option<String>,
     pub argv: Vec<Value>,
     pub cwd: Value,
     pub created_by: String,
@@ -135,6 +164,8 @@ impl From<&Grant> for GrantView {
         GrantView {
             id: g.id,
             prisoner: g.prisoner.clone(),
+            uid: g.uid,
+            executor: g.executor.clone(),
             argv: g.argv.iter().map(|t| encode_token(t)).collect(),
             cwd: encode_token(&g.cwd),
             created_by: g.created_by.clone(),
@@ -288,6 +319,32 @@ pub struct CheckView {
     pub rule: String,
     pub matched: bool,
     pub why: String,
+    /// For a matching rule with `flags`: the flag and the argument that gave it.
+    pub flag: Option<FlagView>,
+}
+
+/// Which argument gave which of a rule's `flags`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FlagView {
+    /// The flag as the policy lists it (`-R`, `--recursive`).
+    pub flag: String,
+    /// Its argument's index in argv (argv[1] is 1).
+    pub argument: usize,
+    /// The argument as given (a string, or `{"hex": ..}` when not UTF-8).
+    pub token: serde_json::Value,
+    /// `exact`, `combined`, `with_value`, `abbreviated` or `abbreviated_with_value`.
+    pub form: &'static str,
+}
+
+impl From<&clawrden_policy::FlagMatch> for FlagView {
+    fn from(m: &clawrden_policy::FlagMatch) -> Self {
+        FlagView {
+            flag: m.flag.clone(),
+            argument: m.argument,
+            token: encode_token(&m.token),
+            form: m.form.as_str(),
+        }
+    }
 }
 
 /// `POST /api/v1/policy/explain`.
@@ -300,6 +357,8 @@ pub struct ExplainView {
     /// Execution time limit, e.g. `30s`.
     pub timeout: String,
     pub checks: Vec<CheckView>,
+    /// Why the call was refused before any rule (`argv[0]` is not a command name).
+    pub refused: Option<String>,
     /// The human-readable explanation.
     pub text: String,
 }

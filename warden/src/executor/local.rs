@@ -2,12 +2,20 @@
 //! `clawrden-shim exec-helper`, which makes the whole process tree killable (subreaper,
 //! new session) and mirrors the command's exit status.
 //!
+//! Who and what runs: the program is `argv[0]`'s basename looked up in the warden's fixed
+//! `command_path` (never the request's `tool_path`, never the shim); it runs as the
+//! identity [`crate::identity`] chooses, never the warden's own (the helper stays the
+//! warden's and only its forked child drops, so the command cannot signal its
+//! supervisor), with `PATH` = `command_path` and that identity's `HOME`, `USER` and
+//! `LOGNAME`, in a cgroup of its own where the kernel offers one ([`cgroup`]).
+//!
 //! Descriptors, one by one: a standard descriptor that is the caller's terminal becomes the
 //! command's pty (one for all such descriptors, started with the caller's settings and
 //! size; its output streams as `TtyOut`, its settings as `Termios` when they change); one
 //! the shim passed with SCM_RIGHTS is given to the command as it is; a closed one is
 //! /dev/null; any other is a pipe that streams. Descriptors above 2 the shim passed reach
-//! the command at the caller's numbers. Timeout, cancellation and the shim disconnecting all
+//! the command at the caller's numbers (`--keep-fds`); every other descriptor above 2 is
+//! closed for it. Timeout, cancellation and the shim disconnecting all
 //! end the same way: SIGUSR1 to the helper, which kills the tree (SIGTERM, grace,
 //! SIGKILL); if the helper itself has not exited after grace + 3 s, the warden SIGKILLs
 //! the helper's descendants, its process group and the helper.
@@ -16,8 +24,9 @@
 //! be polled on a runtime worker thread (or a current-thread runtime), never from a
 //! `spawn_blocking` thread that may exit while the command runs.
 
+pub mod cgroup;
 mod plumbing;
-mod procfs;
+pub(crate) mod procfs;
 mod resolve;
 
 use std::ffi::{OsStr, OsString};
@@ -40,12 +49,14 @@ use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
+use self::cgroup::RequestCgroups;
 use self::plumbing::StdinOp;
 use self::resolve::ShimIdentity;
 use super::{
-    ExecIo, ExecRequest, Executor, Outcome, PassedFds, RunFuture, Started, StreamIn, StreamOut,
-    REASON_CANCELLED_BY_WARDEN, REASON_SHIM_DISCONNECTED,
+    AbandonedRequest, ExecIo, ExecRequest, Executor, Leftovers, Outcome, PassedFds, ReapFuture,
+    RunFuture, Started, StreamIn, StreamOut, REASON_CANCELLED_BY_WARDEN, REASON_SHIM_DISCONNECTED,
 };
+use crate::identity::{RunAs, RunIdentity};
 
 /// Extra time the exec-helper gets, beyond the grace period, to finish killing the tree.
 const HELPER_KILL_SLACK: Duration = Duration::from_secs(3);
@@ -61,8 +72,9 @@ const FORWARDED_SIGNALS: [Signal; 5] = [
     Signal::SIGQUIT,
     Signal::SIGWINCH,
 ];
-/// Search path used when the warden itself has no PATH.
-const FALLBACK_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// Beyond the command's own limit, when the exec-helper kills the tree by itself (the
+/// warden normally does it at the limit; this is for a warden that died meanwhile).
+const HELPER_TIME_LIMIT_SLACK: Duration = Duration::from_secs(5);
 
 /// The exec-helper binary cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -79,21 +91,38 @@ pub enum LocalExecutorError {
     HelperNotExecutable { path: PathBuf },
 }
 
+/// How a local executor runs commands.
+#[derive(Debug, Clone)]
+pub struct LocalOptions {
+    /// The clawrden-shim binary.
+    pub exec_helper: PathBuf,
+    /// Where commands are looked up, and their `PATH`.
+    pub command_path: OsString,
+    /// Who commands run as.
+    pub run_as: RunAs,
+    /// One cgroup per request, when available.
+    pub cgroups: Option<RequestCgroups>,
+}
+
 /// Runs commands on the warden's host.
 #[derive(Debug)]
 pub struct LocalExecutor {
     exec_helper: PathBuf,
     shim: ShimIdentity,
     search_path: OsString,
+    run_as: RunAs,
+    cgroups: Option<RequestCgroups>,
 }
 
 impl LocalExecutor {
-    /// `exec_helper` is the clawrden-shim binary; `search_path` (default: the warden's own
-    /// `PATH`) is where commands are looked up.
-    pub fn new(
-        exec_helper: PathBuf,
-        search_path: Option<OsString>,
-    ) -> Result<LocalExecutor, LocalExecutorError> {
+    /// A local executor with `options`; fails when the exec-helper cannot be used.
+    pub fn new(options: LocalOptions) -> Result<LocalExecutor, LocalExecutorError> {
+        let LocalOptions {
+            exec_helper,
+            command_path: search_path,
+            run_as,
+            cgroups,
+        } = options;
         let meta = std::fs::metadata(&exec_helper).map_err(|source| {
             LocalExecutorError::HelperUnreadable {
                 path: exec_helper.clone(),
@@ -109,17 +138,16 @@ impl LocalExecutor {
                 source,
             }
         })?;
-        let search_path = search_path
-            .or_else(|| std::env::var_os("PATH"))
-            .unwrap_or_else(|| FALLBACK_PATH.into());
         Ok(LocalExecutor {
             exec_helper,
             shim,
             search_path,
+            run_as,
+            cgroups,
         })
     }
 
-    /// Where `argv0` resolves to: its basename in the search path, never the shim.
+    /// Where `argv0` resolves to: its basename in the command path, never the shim.
     pub fn resolve(&self, argv0: &[u8]) -> Option<PathBuf> {
         resolve::resolve(resolve::basename(argv0), &self.search_path, self.shim)
     }
@@ -138,16 +166,46 @@ impl LocalExecutor {
             Ok(p) => p,
             Err(outcome) => return outcome,
         };
-        let (mut child, wiring) = match self.spawn(&mut req, &program) {
+        let identity =
+            match self
+                .run_as
+                .for_call(req.run_as.as_deref(), req.uid, req.gid, &req.groups)
+            {
+                Ok(who) => who,
+                Err(why) => {
+                    return Outcome::SpawnFailed {
+                        not_found: false,
+                        message: format!("refused to run: {why}"),
+                    }
+                }
+            };
+        let mut cgroup = CgroupGuard(None);
+        if let Some(cgroups) = &self.cgroups {
+            match cgroups.create(&req.request_id) {
+                Ok(dir) => cgroup.0 = Some(dir),
+                Err(e) => {
+                    return Outcome::SpawnFailed {
+                        not_found: false,
+                        message: format!(
+                            "cannot create the request's cgroup under {}: {e}",
+                            cgroups.parent().display()
+                        ),
+                    }
+                }
+            }
+        }
+        let spawned = self.spawn(&mut req, &program, &identity, cgroup.0.as_deref());
+        let (mut child, wiring) = match spawned {
             Ok(spawned) => spawned,
             Err(e) => {
+                cgroup.remove().await;
                 return Outcome::SpawnFailed {
                     not_found: false,
                     message: format!(
                         "cannot start the exec-helper {}: {e}",
                         self.exec_helper.display()
                     ),
-                }
+                };
             }
         };
         let Some(pid) = child.id() else {
@@ -161,6 +219,7 @@ impl LocalExecutor {
         let _ = started.send(Started {
             pid,
             program: program.as_os_str().as_bytes().to_vec(),
+            run_as: Some((identity.uid, identity.gid)),
         });
         let helper = Helper {
             child: Some(child),
@@ -169,7 +228,10 @@ impl LocalExecutor {
             exited: None,
         };
         let plumbing = Plumbing::start(wiring, output);
-        supervise(helper, plumbing, input, &mut cancel, req.timeout).await
+        let outcome = supervise(helper, plumbing, input, &mut cancel, req.timeout).await;
+        // Whatever the helper did or suffered, nothing of the request outlives it.
+        cgroup.remove().await;
+        outcome
     }
 
     /// Validates the request and resolves the program, or says why it cannot run.
@@ -197,8 +259,9 @@ impl LocalExecutor {
         let program = self.resolve(argv0).ok_or_else(|| Outcome::SpawnFailed {
             not_found: true,
             message: format!(
-                "command not found: {} (searched the warden's PATH)",
-                String::from_utf8_lossy(resolve::basename(argv0))
+                "command not found: {} (searched the warden's command_path {})",
+                String::from_utf8_lossy(resolve::basename(argv0)),
+                self.search_path.to_string_lossy()
             ),
         })?;
         let cwd = Path::new(OsStr::from_bytes(&req.cwd));
@@ -220,7 +283,13 @@ impl LocalExecutor {
     }
 
     /// Starts the exec-helper with the command's descriptors wired as the request says.
-    fn spawn(&self, req: &mut ExecRequest, program: &Path) -> io::Result<(Child, Wiring)> {
+    fn spawn(
+        &self,
+        req: &mut ExecRequest,
+        program: &Path,
+        identity: &RunIdentity,
+        cgroup: Option<&Path>,
+    ) -> io::Result<(Child, Wiring)> {
         let cwd = OsStr::from_bytes(&req.cwd);
         let mut cmd = Command::new(&self.exec_helper);
         cmd.arg("exec-helper");
@@ -240,6 +309,32 @@ impl LocalExecutor {
             let numbers: Vec<String> = extra.iter().map(|(n, _)| n.to_string()).collect();
             cmd.arg("--keep-fds").arg(numbers.join(","));
         }
+        let mut env = std::mem::take(&mut req.env);
+        crate::env::set_identity(
+            &mut env,
+            self.search_path.as_bytes(),
+            identity.home.as_os_str().as_bytes(),
+            identity.name.as_deref().map(str::as_bytes),
+        );
+        let entries: Vec<Vec<u8>> = env
+            .iter()
+            .map(|(k, v)| [k.as_slice(), b"=", v.as_slice()].concat())
+            .collect();
+        let block = clawrden_protocol::exec_env::encode(entries.iter().map(Vec::as_slice));
+        cmd.args(identity_args(identity, &self.run_as))
+            .arg("--request-id")
+            .arg(&req.request_id)
+            .arg("--env-block")
+            .arg(block.len().to_string())
+            .arg("--time-limit-ms")
+            .arg(
+                (req.timeout + req.grace + HELPER_TIME_LIMIT_SLACK)
+                    .as_millis()
+                    .to_string(),
+            );
+        if let Some(dir) = cgroup {
+            cmd.arg("--cgroup").arg(dir);
+        }
         cmd.arg("--grace-ms")
             .arg(req.grace.as_millis().to_string())
             .arg("--cwd")
@@ -247,12 +342,10 @@ impl LocalExecutor {
             .arg("--")
             .arg(program)
             .args(req.argv.iter().map(|a| OsStr::from_bytes(a)))
+            // The helper's own environment is the encoded block only: the caller's
+            // variables are data for the command, never variables of its supervisor.
             .env_clear()
-            .envs(
-                req.env
-                    .iter()
-                    .map(|(k, v)| (OsStr::from_bytes(k), OsStr::from_bytes(v))),
-            )
+            .envs(block)
             .current_dir(cwd)
             // Its own process group, so the last-resort kill can take the group.
             .process_group(0)
@@ -304,6 +397,16 @@ impl LocalExecutor {
     }
 }
 
+impl Drop for LocalExecutor {
+    fn drop(&mut self) {
+        // The parent of this warden's request cgroups, once every request is gone (a
+        // cgroup directory with children or processes is not removed).
+        if let Some(cgroups) = &self.cgroups {
+            let _ = std::fs::remove_dir(cgroups.parent());
+        }
+    }
+}
+
 impl Executor for LocalExecutor {
     fn name(&self) -> &'static str {
         "local"
@@ -315,6 +418,107 @@ impl Executor for LocalExecutor {
 
     fn run(&self, req: ExecRequest, io: ExecIo) -> RunFuture<'_> {
         Box::pin(self.run_request(req, io))
+    }
+
+    fn reap_abandoned<'a>(&'a self, requests: &'a [AbandonedRequest]) -> ReapFuture<'a> {
+        let cgroups = self.cgroups.clone();
+        let ids: Vec<String> = requests.iter().map(|r| r.id.clone()).collect();
+        let warden_uid = self.run_as.warden().uid;
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || reap_leftovers(cgroups.as_ref(), &ids, warden_uid))
+                .await
+                .unwrap_or_default()
+        })
+    }
+}
+
+/// `--uid U --gid G --groups ...` for the helper, unless the command runs as the warden
+/// itself (allowed by `allow_run_as_warden`), which needs no switch.
+fn identity_args(identity: &RunIdentity, run_as: &RunAs) -> Vec<String> {
+    let warden = run_as.warden();
+    if identity.uid == warden.uid && identity.gid == warden.gid {
+        return Vec::new();
+    }
+    let groups: Vec<String> = identity.groups.iter().map(u32::to_string).collect();
+    vec![
+        "--uid".into(),
+        identity.uid.to_string(),
+        "--gid".into(),
+        identity.gid.to_string(),
+        "--groups".into(),
+        groups.join(","),
+    ]
+}
+
+/// Kills what a crashed warden left running: every request cgroup under this warden's
+/// parent, and every exec-helper (of the warden's uid) still supervising one of `ids`.
+fn reap_leftovers(
+    cgroups: Option<&RequestCgroups>,
+    ids: &[String],
+    warden_uid: u32,
+) -> Vec<(String, Leftovers)> {
+    let mut report: Vec<(String, Leftovers)> = Vec::new();
+    for id in ids {
+        let helpers = procfs::helpers_of(id, warden_uid);
+        let found = !helpers.is_empty();
+        for helper in helpers {
+            for pid in procfs::descendants(helper) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+            let _ = kill(Pid::from_raw(helper), Signal::SIGKILL);
+        }
+        report.push((
+            id.clone(),
+            if found {
+                Leftovers::Killed
+            } else {
+                Leftovers::NoneLeft
+            },
+        ));
+    }
+    for (id, dir) in cgroups.map(RequestCgroups::leftovers).unwrap_or_default() {
+        let outcome = match cgroup::kill_and_remove(&dir) {
+            Ok(true) => Leftovers::Killed,
+            Ok(false) => Leftovers::NoneLeft,
+            Err(e) => Leftovers::Failed(format!("cannot kill the cgroup {}: {e}", dir.display())),
+        };
+        match report.iter_mut().find(|(r, _)| *r == id) {
+            Some((_, seen)) if outcome != Leftovers::NoneLeft => *seen = outcome,
+            Some(_) => {}
+            None => report.push((id, outcome)),
+        }
+    }
+    report
+}
+
+/// The request's cgroup, removed (after killing what is left in it) when the request
+/// ends, or in the background if the run future is dropped first.
+struct CgroupGuard(Option<PathBuf>);
+
+impl CgroupGuard {
+    async fn remove(&mut self) {
+        if let Some(dir) = self.0.take() {
+            let shown = dir.display().to_string();
+            match tokio::task::spawn_blocking(move || cgroup::kill_and_remove(&dir)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(cgroup = %shown, error = %e, "cannot remove the request's cgroup")
+                }
+                Err(e) => {
+                    tracing::warn!(cgroup = %shown, error = %e, "removing the request's cgroup failed")
+                }
+            }
+        }
+    }
+}
+
+impl Drop for CgroupGuard {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.take() {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn_blocking(move || cgroup::kill_and_remove(&dir));
+            }
+        }
     }
 }
 

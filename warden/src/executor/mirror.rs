@@ -3,13 +3,18 @@
 //!
 //! ```text
 //! /usr/lib/clawrden/bin/clawrden-shim exec-helper --original-root /usr/lib/clawrden/originals
-//!     --uid U --gid G --grace-ms N --request-id ID --env-keep NAMES --no-parent-death
-//!     --framed [--hex] --cwd CWD -- TOOL_PATH ARGV...
+//!     --uid U --gid G --grace-ms N --request-id ID --env-block N --time-limit-ms N
+//!     --no-parent-death --framed [--hex] --cwd CWD -- NAME ARGV...
 //! ```
 //!
-//! The exec runs as root (only root can reach an original); the helper opens the original
-//! as root, drops to the caller's uid, gid and groups, and runs it in the caller's cwd with
-//! the scrubbed environment.
+//! NAME is the basename of `argv[0]`, the name the policy decided on: the helper runs the
+//! original of that name, found by its fixed search order (docs/docker.md, "Which original
+//! runs"). The request's `tool_path` is never used to choose what runs. The exec runs as
+//! root (only root can reach an original); the helper opens the original as root, drops to
+//! the caller's uid, gid and groups, and runs it in the caller's cwd with the caller's
+//! environment ([`crate::env::for_mirror`]), which reaches the helper as an opaque block
+//! (`CLAWRDEN_EXEC_ENV_*`), never as its own variables. `--time-limit-ms` makes the helper
+//! kill the tree itself if this warden dies before the limit.
 //!
 //! The exec is never a Docker TTY: its stdin and stdout carry the executor channel
 //! (`clawrden_protocol::channel`, see [`channel`]). The first frame tells the helper how to
@@ -36,9 +41,13 @@ use clawrden_protocol::{FdKind, WinSize};
 use tokio::sync::watch;
 
 use self::channel::ToHelper;
-use super::{ExecIo, ExecRequest, Executor, Outcome, RunFuture, Started, StreamIn};
+use super::{
+    AbandonedRequest, ExecIo, ExecRequest, Executor, Leftovers, Outcome, ReapFuture, RunFuture,
+    Started, StreamIn,
+};
 use crate::docker::{AttachedExec, DockerClient, ExecSpec};
 use crate::executor::{REASON_CANCELLED_BY_WARDEN, REASON_SHIM_DISCONNECTED};
+use clawrden_protocol::exec_env;
 
 /// The shim inside a hardened prisoner (install-clawrden.sh puts it there).
 pub const SHIM_IN_PRISONER: &str = "/usr/lib/clawrden/bin/clawrden-shim";
@@ -48,6 +57,9 @@ pub const ORIGINALS_IN_PRISONER: &str = "/usr/lib/clawrden/originals";
 const HELPER_KILL_SLACK: Duration = Duration::from_secs(3);
 /// How long to wait for the exec to end after the last-resort SIGKILL.
 const AFTER_HARD_KILL: Duration = Duration::from_secs(3);
+/// Beyond the command's own limit, when the exec-helper kills the tree by itself (the
+/// warden normally does it at the limit; this is for a warden that died meanwhile).
+const HELPER_TIME_LIMIT_SLACK: Duration = Duration::from_secs(5);
 /// Signals the shim may forward to the command (the helper forwards them to its group).
 const FORWARDED_SIGNALS: [i32; 5] = [
     libc::SIGINT,
@@ -85,32 +97,20 @@ impl MirrorExecutor {
 
     /// The `docker exec` that runs `req` under the exec-helper.
     pub fn exec_spec(&self, req: &ExecRequest) -> Result<ExecSpec, String> {
-        if req.argv.is_empty() {
-            return Err("the command line is empty".into());
-        }
-        if req.tool_path.is_empty() {
-            return Err("the shim sent no tool path (the tool was not found in its PATH)".into());
-        }
-        let mut env = Vec::with_capacity(req.env.len());
-        let mut keep = Vec::with_capacity(req.env.len());
-        for (k, v) in &req.env {
-            match (std::str::from_utf8(k), std::str::from_utf8(v)) {
-                (Ok(k), Ok(v))
-                    if !k.is_empty() && !k.contains(['=', ',', '\0']) && !v.contains('\0') =>
-                {
-                    env.push(format!("{k}={v}"));
-                    keep.push(k.to_owned());
-                }
-                _ => tracing::warn!(
-                    request_id = %req.request_id,
-                    variable = %String::from_utf8_lossy(k),
-                    "environment variable not passed: the Docker API carries only UTF-8 names and values without ',' in the name"
-                ),
-            }
-        }
-        let words = std::iter::once(&req.tool_path)
-            .chain(std::iter::once(&req.cwd))
-            .chain(req.argv.iter());
+        let name = command_name(req)?;
+        let entries: Vec<Vec<u8>> = req
+            .env
+            .iter()
+            .filter(|(k, v)| {
+                !k.is_empty() && !k.contains(&b'=') && !k.contains(&0) && !v.contains(&0)
+            })
+            .map(|(k, v)| [k.as_slice(), b"=", v.as_slice()].concat())
+            .collect();
+        let env: Vec<String> = exec_env::encode(entries.iter().map(Vec::as_slice))
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let words = std::iter::once(&req.cwd).chain(req.argv.iter());
         let hex = words.clone().any(|w| std::str::from_utf8(w).is_err());
         let word = |w: &[u8]| -> Result<String, String> {
             if w.contains(&0) {
@@ -135,8 +135,12 @@ impl MirrorExecutor {
             req.grace.as_millis().to_string(),
             "--request-id".into(),
             req.request_id.clone(),
-            "--env-keep".into(),
-            keep.join(","),
+            "--env-block".into(),
+            env.len().to_string(),
+            "--time-limit-ms".into(),
+            (req.timeout + req.grace + HELPER_TIME_LIMIT_SLACK)
+                .as_millis()
+                .to_string(),
             "--no-parent-death".into(),
         ];
         cmd.push("--framed".into());
@@ -146,7 +150,7 @@ impl MirrorExecutor {
         cmd.push("--cwd".into());
         cmd.push(word(&req.cwd)?);
         cmd.push("--".into());
-        cmd.push(word(&req.tool_path)?);
+        cmd.push(word(name)?);
         for a in &req.argv {
             cmd.push(word(a)?);
         }
@@ -236,9 +240,12 @@ impl MirrorExecutor {
                 0
             }
         };
-        let mut program = self.originals.as_bytes().to_vec();
-        program.extend_from_slice(&req.tool_path);
-        let _ = started.send(Started { pid, program });
+        let program = command_name(&req).map(<[u8]>::to_vec).unwrap_or_default();
+        let _ = started.send(Started {
+            pid,
+            program,
+            run_as: Some((req.uid, req.gid)),
+        });
 
         let mut reader = tokio::spawn(channel::read_helper(stream, output, helper.window.clone()));
         let has_terminal = req.terminal.is_some();
@@ -326,7 +333,7 @@ impl MirrorExecutor {
                 container = %container,
                 "the exec-helper did not finish killing the process tree; killing the tree directly"
             );
-            signal_helper(
+            signal_running_helper(
                 &self.docker,
                 &container,
                 &self.shim,
@@ -408,6 +415,54 @@ impl Executor for MirrorExecutor {
     fn run(&self, req: ExecRequest, io: ExecIo) -> RunFuture<'_> {
         Box::pin(self.run_request(req, io))
     }
+
+    fn reap_abandoned<'a>(&'a self, requests: &'a [AbandonedRequest]) -> ReapFuture<'a> {
+        Box::pin(async move {
+            let mut report = Vec::with_capacity(requests.len());
+            for r in requests {
+                let outcome = match self.containers.get(&r.prisoner) {
+                    None => Leftovers::Failed(format!(
+                        "prisoner {} has no container in the warden config",
+                        r.prisoner
+                    )),
+                    Some(target) => match self.docker.resolve_container(target).await {
+                        // `--kill` only believes root helpers.
+                        Ok(container) => {
+                            signal_helper(&self.docker, &container, &self.shim, &r.id, "KILL").await
+                        }
+                        Err(e) => Leftovers::Failed(format!(
+                            "cannot find the container of prisoner {}: {e}",
+                            r.prisoner
+                        )),
+                    },
+                };
+                report.push((r.id.clone(), outcome));
+            }
+            report
+        })
+    }
+}
+
+/// The name the command runs by: the basename of `argv[0]` (what the policy matched),
+/// which must be a plain command name.
+fn command_name(req: &ExecRequest) -> Result<&[u8], String> {
+    let argv0 = req.argv.first().ok_or("the command line is empty")?;
+    let name = match argv0.iter().rposition(|&b| b == b'/') {
+        Some(slash) => &argv0[slash + 1..],
+        None => argv0.as_slice(),
+    };
+    let plain = !name.is_empty()
+        && name != b"."
+        && name != b".."
+        && !name.iter().any(|&b| b < 0x20 || b == 0x7f);
+    if plain {
+        Ok(name)
+    } else {
+        Err(format!(
+            "argv[0] {:?} does not end in a command name",
+            String::from_utf8_lossy(argv0)
+        ))
+    }
 }
 
 /// Why supervision stopped before the command finished on its own.
@@ -423,14 +478,16 @@ async fn cancelled_by_warden(cancel: &mut watch::Receiver<bool>) {
     }
 }
 
-/// Runs `exec-helper --kill --request-id ID --signal SIG` in the container and waits for it.
+/// Runs `exec-helper --kill --request-id ID --signal SIG` in the container and waits for
+/// it: `Killed` when a helper was signalled, `NoneLeft` when there is none (exit 3: the
+/// command had just ended), else why it failed.
 async fn signal_helper(
     docker: &DockerClient,
     container: &str,
     shim: &str,
     request_id: &str,
     signal: &str,
-) {
+) -> Leftovers {
     let spec = ExecSpec {
         cmd: vec![
             shim.to_owned(),
@@ -445,20 +502,28 @@ async fn signal_helper(
         ..ExecSpec::default()
     };
     match docker.exec_output(container, &spec).await {
-        Ok(out) if out.exit_code == Some(0) => {}
-        // 3: no such helper (the command had just ended).
-        Ok(out) if out.exit_code == Some(3) => {}
-        Ok(out) => tracing::warn!(
-            request_id,
-            container,
-            signal,
-            exit_code = ?out.exit_code,
-            stderr = %String::from_utf8_lossy(&out.stderr).trim_end(),
-            "signalling the exec-helper failed"
-        ),
-        Err(e) => {
-            tracing::warn!(request_id, container, signal, error = %e, "signalling the exec-helper failed")
-        }
+        Ok(out) if out.exit_code == Some(0) => Leftovers::Killed,
+        Ok(out) if out.exit_code == Some(3) => Leftovers::NoneLeft,
+        Ok(out) => Leftovers::Failed(format!(
+            "exec-helper --kill --signal {signal} in {container} exited {:?}: {}",
+            out.exit_code,
+            String::from_utf8_lossy(&out.stderr).trim_end()
+        )),
+        Err(e) => Leftovers::Failed(format!("cannot exec into {container}: {e}")),
+    }
+}
+
+/// [`signal_helper`] for a running call: a failure is logged, nothing else.
+async fn signal_running_helper(
+    docker: &DockerClient,
+    container: &str,
+    shim: &str,
+    request_id: &str,
+    signal: &str,
+) {
+    if let Leftovers::Failed(why) = signal_helper(docker, container, shim, request_id, signal).await
+    {
+        tracing::warn!(request_id, container, signal, error = %why, "signalling the exec-helper failed");
     }
 }
 
@@ -485,7 +550,7 @@ impl Drop for KillGuard {
         );
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
-                signal_helper(&docker, &container, &shim, &request_id, "USR1").await;
+                signal_running_helper(&docker, &container, &shim, &request_id, "USR1").await;
             });
         }
     }
@@ -500,12 +565,12 @@ mod tests {
             request_id: "01JTEST".into(),
             prisoner: "agent-1".into(),
             argv: argv.iter().map(|a| a.to_vec()).collect(),
-            tool_path: b"/usr/bin/cat".to_vec(),
+            tool_path: b"/usr/bin/rm".to_vec(),
             cwd: cwd.to_vec(),
             env: vec![
                 (b"PATH".to_vec(), b"/usr/bin:/bin".to_vec()),
                 (b"CLAWRDEN_PARENT_REQUEST".to_vec(), b"01JTEST".to_vec()),
-                (b"BAD".to_vec(), b"\xff".to_vec()),
+                (b"BIN".to_vec(), b"\xff".to_vec()),
             ],
             stdio: [FdKind::Pipe, FdKind::Pipe, FdKind::Pipe],
             terminal: None,
@@ -513,6 +578,8 @@ mod tests {
             grace: Duration::from_millis(500),
             uid: 1000,
             gid: 1000,
+            groups: vec![1000],
+            run_as: None,
             fds: None,
         }
     }
@@ -525,10 +592,18 @@ mod tests {
     }
 
     #[test]
-    fn exec_spec_runs_the_helper_as_root_with_the_callers_identity() {
+    fn exec_spec_runs_the_original_of_argv0s_name_as_the_caller_never_the_tool_path() {
         let spec = executor()
-            .exec_spec(&request(&[b"cat", b"/etc/hostname"], b"/workspace"))
+            .exec_spec(&request(
+                &[b"/usr/bin/cat", b"/etc/hostname"],
+                b"/workspace",
+            ))
             .unwrap();
+        let env = exec_env::encode([
+            &b"PATH=/usr/bin:/bin"[..],
+            b"CLAWRDEN_PARENT_REQUEST=01JTEST",
+            b"BIN=\xff",
+        ]);
         assert_eq!(
             spec.cmd,
             [
@@ -544,23 +619,24 @@ mod tests {
                 "500",
                 "--request-id",
                 "01JTEST",
-                "--env-keep",
-                "PATH,CLAWRDEN_PARENT_REQUEST",
+                "--env-block",
+                "1",
+                "--time-limit-ms",
+                "35500",
                 "--no-parent-death",
                 "--framed",
                 "--cwd",
                 "/workspace",
                 "--",
-                "/usr/bin/cat",
                 "cat",
+                "/usr/bin/cat",
                 "/etc/hostname"
             ]
         );
+        assert!(!spec.cmd.iter().any(|w| w.contains("/usr/bin/rm")));
         assert_eq!(spec.user, "0:0");
-        assert_eq!(
-            spec.env,
-            ["PATH=/usr/bin:/bin", "CLAWRDEN_PARENT_REQUEST=01JTEST"]
-        );
+        // The environment (non-UTF-8 included) is one opaque block, not the helper's own.
+        assert_eq!(spec.env, [format!("{}={}", env[0].0, env[0].1)]);
         assert!(spec.stdin);
         assert!(!spec.tty);
     }
@@ -573,10 +649,7 @@ mod tests {
         let dashes = spec.cmd.iter().position(|w| w == "--").unwrap();
         assert!(spec.cmd.contains(&"--hex".to_owned()));
         assert_eq!(spec.cmd[dashes - 1], "2f77");
-        assert_eq!(
-            spec.cmd[dashes + 1..],
-            ["2f7573722f62696e2f636174", "636174", "ff78"]
-        );
+        assert_eq!(spec.cmd[dashes + 1..], ["636174", "636174", "ff78"]);
     }
 
     #[test]
@@ -618,9 +691,15 @@ mod tests {
     }
 
     #[test]
-    fn exec_spec_refuses_an_empty_tool_path() {
+    fn exec_spec_refuses_an_argv0_that_names_no_command() {
+        for argv0 in [&b""[..], b"/usr/bin/rm/", b"/usr/bin/.", b"..", b"a\nb"] {
+            assert!(
+                executor().exec_spec(&request(&[argv0], b"/")).is_err(),
+                "{argv0:?}"
+            );
+        }
         let mut req = request(&[b"cat"], b"/");
-        req.tool_path.clear();
+        req.argv.clear();
         assert!(executor().exec_spec(&req).is_err());
     }
 }

@@ -27,18 +27,22 @@ use std::time::Duration;
 use clawrden_protocol::{FdKind, Terminal, Termios};
 use tokio::sync::{mpsc, oneshot, watch};
 
-/// What to run. The session has already decided, scrubbed the environment and set
-/// `CLAWRDEN_PARENT_REQUEST`.
+/// What to run. The session has already decided and built the environment
+/// ([`crate::env`]) and set `CLAWRDEN_PARENT_REQUEST`.
 #[derive(Debug)]
 pub struct ExecRequest {
     pub request_id: String,
     pub prisoner: String,
-    /// `argv[0]` is the name the tool was invoked as.
+    /// `argv[0]` is the name the tool was invoked as. Its basename is the name the policy
+    /// decided on, and the only thing an executor chooses the program by.
     pub argv: Vec<Vec<u8>>,
-    /// The shimmed tool's absolute path inside the prisoner (mirror runs its original).
+    /// The shimmed tool's path as the shim found it. Recorded in the audit, never used to
+    /// choose what runs.
     pub tool_path: Vec<u8>,
     pub cwd: Vec<u8>,
-    /// The final environment of the command (already scrubbed).
+    /// The command's environment ([`crate::env`]): final for `mirror`; for warden-side
+    /// executors without `PATH`, `HOME`, `USER` and `LOGNAME`, which they set from the
+    /// identity the command runs as.
     pub env: Vec<(Vec<u8>, Vec<u8>)>,
     /// What the caller's descriptors 0, 1 and 2 are. Each of the command's is the same
     /// kind: a terminal one is the command's PTY (one PTY for all of them), a closed one
@@ -53,6 +57,10 @@ pub struct ExecRequest {
     /// Caller's identity from SO_PEERCRED.
     pub uid: u32,
     pub gid: u32,
+    /// Caller's supplementary groups (SO_PEERGROUPS).
+    pub groups: Vec<u32>,
+    /// The deciding rule's `run_as` user (warden-side executors).
+    pub run_as: Option<String>,
     /// The caller's own descriptors, when the shim passed them with SCM_RIGHTS and the
     /// session told it `uses_fds` (only to an executor whose [`Executor::passes_fds`] is
     /// true). Only the terminal, if any, then streams.
@@ -101,8 +109,11 @@ pub enum StreamOut {
 pub struct Started {
     /// Pid of the supervising process on the executor's host.
     pub pid: u32,
-    /// Absolute path actually executed.
+    /// What runs: `local`, the absolute path executed; `mirror`, the command name whose
+    /// original the exec-helper runs (found by its fixed search order, docs/docker.md).
     pub program: Vec<u8>,
+    /// The uid and gid the command runs as, when the executor knows them.
+    pub run_as: Option<(u32, u32)>,
 }
 
 /// The channels between a session and an executor.
@@ -150,6 +161,39 @@ impl Outcome {
 /// Boxed future returned by [`Executor::run`].
 pub type RunFuture<'a> = Pin<Box<dyn Future<Output = Outcome> + Send + 'a>>;
 
+/// A request that a previous warden on the same state directory left running (it died
+/// without ending it). Its processes may still run; they must not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AbandonedRequest {
+    pub id: String,
+    pub prisoner: String,
+}
+
+/// What became of the processes of an abandoned request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Leftovers {
+    /// Processes were still running and are killed.
+    Killed,
+    /// Nothing of it was running any more.
+    NoneLeft,
+    /// They could not be looked for or killed; the message says why.
+    Failed(String),
+}
+
+impl Leftovers {
+    /// `killed`, `none_left` or `failed` (audit field `leftovers`).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Leftovers::Killed => "killed",
+            Leftovers::NoneLeft => "none_left",
+            Leftovers::Failed(_) => "failed",
+        }
+    }
+}
+
+/// Boxed future returned by [`Executor::reap_abandoned`].
+pub type ReapFuture<'a> = Pin<Box<dyn Future<Output = Vec<(String, Leftovers)>> + Send + 'a>>;
+
 /// Runs allowed commands somewhere (locally, in the prisoner, in a ghost container).
 pub trait Executor: Send + Sync {
     /// Short name for logs, audit and metrics: `local`, `mirror`, `ghost`.
@@ -163,4 +207,11 @@ pub trait Executor: Send + Sync {
     }
     /// Runs `req` to completion under the contract above.
     fn run(&self, req: ExecRequest, io: ExecIo) -> RunFuture<'_>;
+    /// At start-up: kills whatever still runs of `requests` (abandoned by a previous warden
+    /// that ran them with this executor) and of any request this executor finds left over
+    /// on its own; returns what became of each, by request id.
+    fn reap_abandoned<'a>(&'a self, requests: &'a [AbandonedRequest]) -> ReapFuture<'a> {
+        let _ = requests;
+        Box::pin(async { Vec::new() })
+    }
 }

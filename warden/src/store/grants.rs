@@ -1,5 +1,6 @@
 //! The `grants` table: "remember this approval" for exactly one call shape — same
-//! prisoner, same argv byte for byte, same cwd — for a limited time.
+//! prisoner, same caller uid, same executor, same argv byte for byte, same cwd — for a
+//! limited time.
 
 use std::time::Duration;
 
@@ -17,6 +18,10 @@ pub const MAX_GRANT_TTL: Duration = Duration::from_secs(24 * 3600);
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewGrant {
     pub prisoner: String,
+    /// The caller's uid (from `SO_PEERCRED`) of the approved request.
+    pub uid: u32,
+    /// The executor the approved request ran in.
+    pub executor: String,
     pub argv: Vec<Vec<u8>>,
     pub cwd: Vec<u8>,
     /// Token name of the approver who asked to remember.
@@ -25,11 +30,27 @@ pub struct NewGrant {
     pub ttl: Duration,
 }
 
+/// The call a grant must match, all of it.
+#[derive(Clone, Copy, Debug)]
+pub struct GrantedCall<'a> {
+    pub prisoner: &'a str,
+    /// The caller's uid from `SO_PEERCRED`.
+    pub uid: u32,
+    /// The executor the policy picked for the call.
+    pub executor: &'a str,
+    pub argv: &'a [Vec<u8>],
+    pub cwd: &'a [u8],
+}
+
 /// A stored grant.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Grant {
     pub id: i64,
     pub prisoner: String,
+    /// `None` for grants made before grants bound the uid: they answer no call.
+    pub uid: Option<u32>,
+    /// `None` for grants made before grants bound the executor: they answer no call.
+    pub executor: Option<String>,
     pub argv_sha256: String,
     pub argv: Vec<Vec<u8>>,
     pub cwd: Vec<u8>,
@@ -49,7 +70,7 @@ impl Grant {
 }
 
 const COLUMNS: &str = "id, prisoner, argv_sha256, argv, cwd, created_by, created_at, \
-     expires_at, revoked_at, uses, last_used_at";
+     expires_at, revoked_at, uses, last_used_at, uid, executor";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<Grant> {
     let bad = |col, what: &str| {
@@ -76,6 +97,8 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<Grant> {
         revoked_at: r.get::<_, Option<i64>>(8)?.map(Timestamp),
         uses: u64::try_from(r.get::<_, i64>(9)?).unwrap_or(0),
         last_used_at: r.get::<_, Option<i64>>(10)?.map(Timestamp),
+        uid: r.get(11)?,
+        executor: r.get(12)?,
     })
 }
 
@@ -91,8 +114,8 @@ impl Store {
         let conn = self.lock();
         conn.execute(
             "INSERT INTO grants (prisoner, argv_sha256, argv, cwd, created_by, created_at,
-                                 expires_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                                 expires_at, uid, executor)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![
                 g.prisoner,
                 argv_sha256(&g.argv),
@@ -101,6 +124,8 @@ impl Store {
                 g.created_by,
                 now.0,
                 now.plus(g.ttl).0,
+                g.uid,
+                g.executor,
             ],
         )?;
         let id = conn.last_insert_rowid();
@@ -111,15 +136,21 @@ impl Store {
         )?)
     }
 
-    /// The active grant for exactly this prisoner, argv and cwd at `now`, if any (the one
-    /// expiring last). Nothing looser matches: not a prefix, not another cwd.
+    /// The active grant for exactly this call (prisoner, uid, executor, argv and cwd) at
+    /// `now`, if any (the one expiring last). Nothing looser matches: not a prefix, not
+    /// another cwd, not another uid or executor.
     pub fn find_grant(
         &self,
-        prisoner: &str,
-        argv: &[Vec<u8>],
-        cwd: &[u8],
+        call: &GrantedCall<'_>,
         now: Timestamp,
     ) -> Result<Option<Grant>, StoreError> {
+        let GrantedCall {
+            prisoner,
+            uid,
+            executor,
+            argv,
+            cwd,
+        } = *call;
         // The hash narrows the search through the index; comparing the argv text too
         // keeps the match exact even in the face of a hash collision.
         Ok(self
@@ -128,6 +159,7 @@ impl Store {
                 &format!(
                     "SELECT {COLUMNS} FROM grants
                      WHERE prisoner = ?1 AND argv_sha256 = ?2 AND argv = ?3 AND cwd = ?4
+                       AND uid = ?6 AND executor = ?7
                        AND revoked_at IS NULL AND expires_at > ?5
                      ORDER BY expires_at DESC, id DESC LIMIT 1"
                 ),
@@ -136,7 +168,9 @@ impl Store {
                     argv_sha256(argv),
                     encode_argv(argv),
                     encode_token(cwd).to_string(),
-                    now.0
+                    now.0,
+                    uid,
+                    executor
                 ],
                 from_row,
             )

@@ -30,11 +30,11 @@ use rusqlite::Connection;
 pub use approvals::{Approval, ApprovalState, ApprovalVerdict, NewApproval};
 pub(crate) use argv::hex;
 pub use argv::{argv_sha256, decode_argv, decode_token, encode_argv, encode_token};
-pub use grants::{Grant, NewGrant, DEFAULT_GRANT_TTL, MAX_GRANT_TTL};
+pub use grants::{Grant, GrantedCall, NewGrant, DEFAULT_GRANT_TTL, MAX_GRANT_TTL};
 pub use prisoners::{Prisoner, PrisonerState};
 pub use requests::{
     Abandoned, Action, ExitStatus, HistoryPage, HistoryQuery, NewRequest, RequestRecord,
-    RequestState, MAX_PAGE_SIZE,
+    RequestState, UnverifiedParent, MAX_PAGE_SIZE,
 };
 pub use schema::SCHEMA_VERSION;
 pub use tokens::TokenRecord;

@@ -131,8 +131,20 @@ pub struct NewRequest {
     pub state: RequestState,
     pub created_at: Timestamp,
     pub decided_at: Option<Timestamp>,
+    /// The parent request, only when the warden verified the link (see `lineage`).
     pub parent_request: Option<String>,
+    /// A parent the call claimed but the warden could not verify.
+    pub unverified_parent: Option<UnverifiedParent>,
     pub policy_sha256: Option<String>,
+}
+
+/// A parent request a call claimed, and why the claim was not confirmed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnverifiedParent {
+    /// The id the call named (cut to 64 characters).
+    pub claimed: String,
+    /// Why the warden did not record it as the parent.
+    pub reason: String,
 }
 
 /// A stored request.
@@ -159,8 +171,13 @@ pub struct RequestRecord {
     pub started_at: Option<Timestamp>,
     pub finished_at: Option<Timestamp>,
     pub approval_id: Option<String>,
+    /// The parent request, only when the warden verified the link.
     pub parent_request: Option<String>,
+    /// A parent the call claimed but the warden could not verify.
+    pub unverified_parent: Option<UnverifiedParent>,
     pub policy_sha256: Option<String>,
+    /// JSON object describing the whole request when the record keeps only a prefix.
+    pub truncated: Option<String>,
 }
 
 /// What [`Store::mark_abandoned_on_startup`] changed.
@@ -201,7 +218,8 @@ pub struct HistoryPage {
 
 const COLUMNS: &str = "id, prisoner, uid, gid, pid, argv, command, cwd, env_names, rule, action, \
      reason, executor, state, exit_code, signal, created_at, decided_at, started_at, \
-     finished_at, approval_id, parent_request, policy_sha256";
+     finished_at, approval_id, parent_request, policy_sha256, truncated, unverified_parent, \
+     unverified_parent_reason";
 
 fn conversion_error(column: usize, what: &str) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(
@@ -251,6 +269,17 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<RequestRecord> {
         approval_id: r.get(20)?,
         parent_request: r.get(21)?,
         policy_sha256: r.get(22)?,
+        truncated: r.get(23)?,
+        unverified_parent: match (
+            r.get::<_, Option<String>>(24)?,
+            r.get::<_, Option<String>>(25)?,
+        ) {
+            (Some(claimed), reason) => Some(UnverifiedParent {
+                claimed,
+                reason: reason.unwrap_or_default(),
+            }),
+            (None, _) => None,
+        },
     })
 }
 
@@ -299,6 +328,22 @@ fn clamp_limit(limit: usize) -> usize {
 }
 
 impl Store {
+    /// Marks a request's record as keeping only a prefix of the request; `whole` is a
+    /// JSON object with the whole request's sizes.
+    pub fn set_truncated(&self, id: &str, whole: &str) -> Result<(), StoreError> {
+        let n = self.lock().execute(
+            "UPDATE requests SET truncated = ?2 WHERE id = ?1",
+            params![id, whole],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound {
+                what: "request",
+                id: id.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
     /// Records a new request. Its state must be `pending`, `running` or `denied`.
     pub fn insert_request(&self, r: &NewRequest) -> Result<(), StoreError> {
         if !matches!(
@@ -316,7 +361,7 @@ impl Store {
             &format!(
                 "INSERT INTO requests ({COLUMNS}) VALUES
                  (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, NULL, NULL,
-                  ?15, ?16, ?17, ?18, NULL, ?19, ?20)"
+                  ?15, ?16, ?17, ?18, NULL, ?19, ?20, NULL, ?21, ?22)"
             ),
             params![
                 r.id,
@@ -339,6 +384,8 @@ impl Store {
                 finished_at,
                 r.parent_request,
                 r.policy_sha256,
+                r.unverified_parent.as_ref().map(|u| u.claimed.as_str()),
+                r.unverified_parent.as_ref().map(|u| u.reason.as_str()),
             ],
         );
         match result {
@@ -437,6 +484,19 @@ impl Store {
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// The requests in state `running`, as (id, prisoner, executor): at start-up, before
+    /// [`Store::mark_abandoned_on_startup`], these are what a previous warden left running.
+    pub fn running_requests(&self) -> Result<Vec<(String, String, Option<String>)>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT id, prisoner, executor FROM requests WHERE state = 'running' ORDER BY created_at, id",
+        )?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
     }
 
     /// Run once at startup, before accepting calls: every request that was `pending` or

@@ -97,6 +97,22 @@ const MIGRATIONS: &[&str] = &[
         value TEXT NOT NULL
     ) STRICT;
     ",
+    // 2: requests whose record keeps only a prefix of argv (max_request_bytes_kept):
+    // a JSON object with the whole request's sizes and argv SHA-256; NULL when whole.
+    "
+    ALTER TABLE requests ADD COLUMN truncated TEXT;
+    ",
+    // 3: parents the warden could not verify are kept apart from verified ones; grants
+    // bind the caller's uid and the executor (grants made before have neither, so they
+    // answer no call: they ask again once).
+    "
+    ALTER TABLE requests ADD COLUMN unverified_parent TEXT;
+    ALTER TABLE requests ADD COLUMN unverified_parent_reason TEXT;
+    ALTER TABLE grants ADD COLUMN uid INTEGER;
+    ALTER TABLE grants ADD COLUMN executor TEXT;
+    DROP INDEX grants_by_call;
+    CREATE INDEX grants_by_call ON grants (prisoner, argv_sha256, cwd, uid, executor);
+    ",
 ];
 
 /// The schema version this build writes and understands.

@@ -1,6 +1,7 @@
 //! The only place in the warden where `unsafe` is allowed: the terminal ioctl the local
-//! executor needs, and adopting descriptors received with `SCM_RIGHTS`. Every `unsafe`
-//! block carries a `// SAFETY:` comment.
+//! executor needs, adopting descriptors received with `SCM_RIGHTS`, marking inherited
+//! descriptors close-on-exec and reading a peer's groups. Every `unsafe` block carries a
+//! `// SAFETY:` comment.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -104,6 +105,41 @@ pub fn set_winsize(terminal: BorrowedFd<'_>, size: clawrden_protocol::WinSize) -
     Ok(())
 }
 
+/// `close_range` flag: mark close-on-exec instead of closing (Linux 5.11+).
+const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+/// `SO_PEERGROUPS` (asm-generic/socket.h; the libc crate does not export it here).
+const SO_PEERGROUPS: libc::c_int = 59;
+
+/// Marks every descriptor above 2 close-on-exec. Called first thing at start-up, before
+/// the warden opens anything: descriptors its parent passed without meaning to (no
+/// `O_CLOEXEC`) would otherwise reach every command it starts.
+pub fn mark_inherited_fds_cloexec() -> io::Result<()> {
+    // SAFETY: close_range takes integers only; with CLOSE_RANGE_CLOEXEC it closes nothing.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3 as libc::c_uint,
+            libc::c_uint::MAX,
+            CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    // Kernels before 5.11: one by one.
+    let fds: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2)
+        .collect();
+    for fd in fds {
+        // SAFETY: fcntl on an integer descriptor; one that closed meanwhile (the
+        // directory listing's own) fails with EBADF, which is fine.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    Ok(())
+}
+
 /// Makes the child that `cmd` starts find each `(number, fd)` at `number`, inheritable,
 /// whatever number `fd` has here: the caller's own descriptors at the caller's numbers.
 /// (Any other descriptor the child inherits is closed for the command by the exec-helper,
@@ -138,4 +174,36 @@ pub fn pass_fds_at(cmd: &mut tokio::process::Command, fds: Vec<(u32, OwnedFd)>) 
         });
     }
     Ok(())
+}
+
+/// The supplementary groups of the process at the other end of a connected Unix socket,
+/// as the kernel recorded them at `connect` (`SO_PEERGROUPS`, Linux 4.13+).
+pub fn peer_groups(socket: BorrowedFd<'_>) -> io::Result<Vec<u32>> {
+    let mut groups: Vec<libc::gid_t> = vec![0; 32];
+    loop {
+        let mut len = libc::socklen_t::try_from(groups.len() * std::mem::size_of::<libc::gid_t>())
+            .map_err(io::Error::other)?;
+        // SAFETY: the buffer holds `len` bytes and outlives the call; the kernel writes at
+        // most `len` bytes and stores the size it needs (or used) in `len`.
+        let rc = unsafe {
+            libc::getsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        let count = len as usize / std::mem::size_of::<libc::gid_t>();
+        if rc == 0 {
+            groups.truncate(count);
+            return Ok(groups);
+        }
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::ERANGE) && count > groups.len() {
+            groups.resize(count, 0);
+            continue;
+        }
+        return Err(err);
+    }
 }

@@ -91,6 +91,7 @@ impl Executor for ProgramExecutor {
             let _ = started.send(Started {
                 pid: 4242,
                 program: b"/usr/bin/test-program".to_vec(),
+                run_as: None,
             });
             let program = req.argv.get(1).cloned().unwrap_or_default();
             let out = |b: &[u8]| StreamOut::Stdout(b.to_vec());
@@ -216,7 +217,7 @@ rules:
     command: tool
     action: allow
     env:
-      pass: [GIT_*]
+      pass: [GIT_AUTHOR_*]
 ";
 
 pub struct TestWarden {
@@ -277,6 +278,11 @@ impl TestWarden {
             listen: None,
             metrics_token_file: None,
             trust_proxy: false,
+            run_as: None,
+            allow_run_as_warden: false,
+            command_path: clawrden_warden::config::DEFAULT_COMMAND_PATH.to_owned(),
+            caps: Default::default(),
+            audit_syslog: None,
         };
         let policy = Policy::load(&policy_path).unwrap();
         let mut executors = ExecutorRegistry::new();

@@ -2,13 +2,46 @@
 //
 // Every value that comes from the warden (argv, cwd, reasons, names) reaches the page
 // through textContent or createTextNode, never through HTML parsing: an argv of
-// `<script>` is shown as those characters. The Content-Security-Policy forbids inline
+// `<script>` is shown as those characters. And every such text passes through `reveal`
+// (or `quoteToken` for argv): control characters and characters that are invisible or
+// reorder text (U+202E, U+200B, ...) are shown as escapes, so a card cannot display one
+// command while holding another. The Content-Security-Policy forbids inline
 // script and style, so nothing here sets style attributes or event-handler attributes.
 "use strict";
 
 (() => {
   const SVG_NS = "http://www.w3.org/2000/svg";
   const $ = (id) => document.getElementById(id);
+
+  // Control characters, and characters that draw nothing or reorder their neighbours:
+  // the same set as `is_invisible_or_control` in the policy crate (policy/src/quote.rs),
+  // which a warden test compares with this line.
+  const HIDDEN_CLASS = "[\\u0000-\\u001f\\u007f-\\u009f\\u00ad\\u034f\\u0600-\\u0605\\u061c\\u06dd\\u070f\\u0890-\\u0891\\u08e2\\u115f-\\u1160\\u17b4-\\u17b5\\u180e\\u200b-\\u200f\\u2028-\\u202e\\u2060-\\u2064\\u2066-\\u206f\\u3164\\ufe00-\\ufe0f\\ufeff\\uffa0\\ufff9-\\ufffb\\u{110bd}\\u{110cd}\\u{13430}-\\u{1343f}\\u{1bca0}-\\u{1bca3}\\u{1d173}-\\u{1d17a}\\u{e0001}\\u{e0020}-\\u{e007f}\\u{e0100}-\\u{e01ef}]";
+  const HIDDEN = new RegExp(HIDDEN_CLASS, "u");
+  const HIDDEN_ALL = new RegExp(HIDDEN_CLASS, "gu");
+
+  function escapeChar(ch) {
+    if (ch === "\n") return "\\n";
+    if (ch === "\t") return "\\t";
+    if (ch === "\r") return "\\r";
+    return "\\u{" + ch.codePointAt(0).toString(16) + "}";
+  }
+
+  /** `text` with every hidden or control character written as an escape (`\\u{202e}`). */
+  function reveal(text) {
+    const s = String(text);
+    return HIDDEN.test(s) ? s.replace(HIDDEN_ALL, escapeChar) : s;
+  }
+
+  /** Like `reveal`, but keeps line breaks and tabs (for multi-line text such as the policy). */
+  function revealLines(text) {
+    return String(text).split("\n").map((line) => line.split("\t").map(reveal).join("\t")).join("\n");
+  }
+
+  /** Sets a node's text, revealed. */
+  function setText(node, text) {
+    node.textContent = reveal(text);
+  }
 
   const state = {
     me: null,                 // {name, scope}
@@ -41,6 +74,8 @@
           for (const [a, av] of Object.entries(v)) node.setAttribute(a, String(av));
         } else if (k === "on") {
           for (const [ev, fn] of Object.entries(v)) node.addEventListener(ev, fn);
+        } else if (k === "textContent" || k === "title") {
+          node[k] = reveal(v);
         } else {
           node[k] = v;
         }
@@ -54,7 +89,7 @@
     for (const c of children) {
       if (c === undefined || c === null || c === false) continue;
       if (Array.isArray(c)) append(node, c);
-      else node.appendChild(c instanceof Node ? c : document.createTextNode(String(c)));
+      else node.appendChild(c instanceof Node ? c : document.createTextNode(reveal(c)));
     }
   }
 
@@ -63,7 +98,7 @@
     for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, String(v));
     for (const c of children) {
       if (c === undefined || c === null) continue;
-      node.appendChild(c instanceof Node ? c : document.createTextNode(String(c)));
+      node.appendChild(c instanceof Node ? c : document.createTextNode(reveal(c)));
     }
     return node;
   }
@@ -75,7 +110,7 @@
   let toastTimer = null;
   function toast(message, bad) {
     const t = $("toast");
-    t.textContent = message;
+    setText(t, message);
     t.classList.toggle("bad", !!bad);
     t.classList.add("show");
     clearTimeout(toastTimer);
@@ -141,7 +176,25 @@
     return "$'" + out + "'";
   }
 
-  /** One argv token as a shell word: `{"hex":..}` tokens and control characters as $'..'. */
+  /** $'..' quoting of text, as the policy crate's `shell_quote` writes it: hidden and
+   * control characters as their UTF-8 bytes (`\\xe2\\x80\\xae`), the rest as is. */
+  function ansiCQuote(s) {
+    let out = "";
+    for (const ch of s) {
+      if (ch === "\\") out += "\\\\";
+      else if (ch === "'") out += "\\'";
+      else if (ch === "\n") out += "\\n";
+      else if (ch === "\t") out += "\\t";
+      else if (ch === "\r") out += "\\r";
+      else if (HIDDEN.test(ch)) {
+        for (const b of new TextEncoder().encode(ch)) out += "\\x" + b.toString(16).padStart(2, "0");
+      } else out += ch;
+    }
+    return "$'" + out + "'";
+  }
+
+  /** One argv token as a shell word: `{"hex":..}` tokens, control characters and invisible
+   * or bidi characters as $'..'. */
   function quoteToken(t) {
     if (t && typeof t === "object" && typeof t.hex === "string") {
       const bytes = [];
@@ -150,8 +203,7 @@
     }
     const s = String(t);
     if (s !== "" && SAFE_TOKEN.test(s)) return s;
-    // eslint-disable-next-line no-control-regex
-    if (/[\u0000-\u001f\u007f]/.test(s)) return hexEscape(Array.from(new TextEncoder().encode(s)));
+    if (HIDDEN.test(s)) return ansiCQuote(s);
     return "'" + s.replace(/'/g, "'\\''") + "'";
   }
 
@@ -295,7 +347,7 @@
     state.me = null;
     $("app").hidden = true;
     $("login").hidden = false;
-    $("login-error").textContent = message || "";
+    setText($("login-error"), message || "");
     $("login-token").value = "";
     $("login-token").focus();
   }
@@ -307,13 +359,13 @@
   async function login(ev) {
     ev.preventDefault();
     const token = $("login-token").value.trim();
-    $("login-error").textContent = "";
+    setText($("login-error"), "");
     try {
       const me = await api("POST", "/api/v1/session", { token });
       $("login-token").value = "";
       startApp(me);
     } catch (e) {
-      $("login-error").textContent = e.message;
+      setText($("login-error"), e.message);
     }
   }
 
@@ -330,7 +382,7 @@
     clear($("queue"));
     $("login").hidden = true;
     $("app").hidden = false;
-    $("who").textContent = me.name + " (" + me.scope + ")";
+    setText($("who"), me.name + " (" + me.scope + ")");
     $("readonly-note").hidden = canApprove();
     $("lockdown-note").hidden = canAdmin();
     $("explain-note").hidden = canApprove();
@@ -347,7 +399,7 @@
   function setConn(kind, text) {
     const c = $("conn");
     c.className = "conn " + kind;
-    c.textContent = text;
+    setText(c, text);
   }
 
   function closeEvents() {
@@ -465,7 +517,7 @@
   function updateQueueCount() {
     const n = state.queue.size;
     const c = $("queue-count");
-    c.textContent = String(n);
+    setText(c, String(n));
     c.classList.toggle("hot", n > 0);
     $("queue-empty").hidden = n > 0;
     document.title = n > 0 ? "(" + n + ") Clawrden" : "Clawrden";
@@ -544,16 +596,16 @@
     for (const item of state.queue.values()) {
       const v = item.view;
       const created = Date.parse(v.created_at);
-      item.parts.waited.textContent = fmtDuration(now - created);
+      setText(item.parts.waited, fmtDuration(now - created));
       const exp = v.approval ? Date.parse(v.approval.expires_at) : NaN;
       if (isFinite(exp)) {
         const left = exp - now;
-        item.parts.left.textContent = left > 0 ? fmtDuration(left) : "now";
+        setText(item.parts.left, left > 0 ? fmtDuration(left) : "now");
         item.parts.left.classList.toggle("urgent", left < 60000);
         const total = Math.max(1, exp - created);
         item.parts.bar.value = Math.max(0, Math.min(1000, Math.round(1000 * left / total)));
       } else {
-        item.parts.left.textContent = "–";
+        setText(item.parts.left, "–");
       }
     }
   }
@@ -622,11 +674,11 @@
     const lock = s.lockdown || { on: false };
     const box = document.querySelector(".lockdown");
     box.classList.toggle("on", !!lock.on);
-    $("lockdown-state").textContent = lock.on
+    setText($("lockdown-state"), lock.on
       ? "Lockdown is ON since " + fmtTime(lock.since) + " (by " + (lock.by || "?") + (lock.reason ? ": " + lock.reason : "") + "). Every new call is denied."
-      : "Lockdown is off. Calls are decided by the policy." + (lock.by ? " Last switched by " + lock.by + (lock.since ? " at " + fmtTime(lock.since) : "") + "." : "");
+      : "Lockdown is off. Calls are decided by the policy." + (lock.by ? " Last switched by " + lock.by + (lock.since ? " at " + fmtTime(lock.since) : "") + "." : ""));
     const t = $("lockdown-toggle");
-    t.textContent = lock.on ? "Turn lockdown off" : "Turn lockdown on";
+    setText(t, lock.on ? "Turn lockdown off" : "Turn lockdown on");
     t.className = lock.on ? "ok" : "danger";
     t.disabled = !canAdmin();
 
@@ -710,14 +762,14 @@
   /** A modal confirmation with a reason field; resolves to {reason} or null. */
   function confirmDialog({ title, text, ok, danger, extra }) {
     const d = $("confirm");
-    $("confirm-title").textContent = title;
-    $("confirm-text").textContent = text;
+    setText($("confirm-title"), title);
+    setText($("confirm-text"), text);
     const box = $("confirm-extra");
     clear(box);
     if (extra) box.appendChild(extra);
     $("confirm-reason").value = "";
     const okBtn = $("confirm-ok");
-    okBtn.textContent = ok || "Confirm";
+    setText(okBtn, ok || "Confirm");
     okBtn.className = danger ? "danger" : "primary";
     return new Promise((resolve) => {
       const done = () => {
@@ -769,6 +821,8 @@
         el("code", { className: "argv", textContent: quoteArgv(g.argv) }),
         meta([
           ["cwd", tokenText(g.cwd)],
+          ["for", (g.uid === null || g.uid === undefined ? "no uid (made before grants bound one)" : "uid " + g.uid) +
+            " · " + (g.executor || "no executor")],
           ["by", g.created_by],
           ["created", timeEl(g.created_at)],
           ["uses", String(g.uses) + (g.last_used_at ? ", last " + fmtTime(g.last_used_at) : "")],
@@ -796,8 +850,9 @@
       m.appendChild(el("dt", null, k));
       m.appendChild(el("dd", null, v));
     }
+    // Operator text, but a policy can hide a rule the same way (Trojan Source): revealed.
     $("policy-source").textContent = p.source === null || p.source === undefined
-      ? "(the policy file no longer holds the text in force)" : p.source;
+      ? "(the policy file no longer holds the text in force)" : revealLines(p.source);
   }
 
   async function explain(ev) {
@@ -809,7 +864,7 @@
       if (!argv.length) throw new Error("type a command line");
     } catch (e) {
       out.hidden = false;
-      out.textContent = "Cannot read the command line: " + e.message;
+      setText(out, "Cannot read the command line: " + e.message);
       return;
     }
     const uid = parseInt($("x-uid").value || "0", 10);
@@ -817,9 +872,9 @@
       const x = await api("POST", "/api/v1/policy/explain", {
         argv, cwd: $("x-cwd").value || "/", uid: isNaN(uid) ? 0 : uid, prisoner: $("x-prisoner").value || "default",
       });
-      out.textContent = x.text || JSON.stringify(x, null, 2);
+      out.textContent = revealLines(x.text || JSON.stringify(x, null, 2));
     } catch (e) {
-      out.textContent = e.message;
+      setText(out, e.message);
     }
     out.hidden = false;
   }
@@ -888,12 +943,12 @@
     const status = $("history-status");
     const filters = historyFilters();
     updateExportLinks();
-    status.textContent = "Loading…";
+    setText(status, "Loading…");
     let page;
     try {
       page = await fetchHistory(filters, cursor);
     } catch (e) {
-      status.textContent = e.message;
+      setText(status, e.message);
       return;
     }
     state.history.cursor = cursor || null;
@@ -1042,7 +1097,7 @@
   // ---------- request detail ----------
 
   async function showRequest(id) {
-    $("req-id").textContent = id;
+    setText($("req-id"), id);
     const body = $("req-body");
     let r;
     try {
@@ -1087,7 +1142,11 @@
       ["rule", r.rule || "(policy default)"],
       ["reason", r.reason || ""],
       ["policy", r.policy_sha256 ? el("code", null, r.policy_sha256.slice(0, 16) + "…") : ""],
-      ["parent", r.parent_request ? el("a", { href: "#/request/" + encodeURIComponent(r.parent_request) }, r.parent_request) : ""],
+      ["parent", r.parent_request
+        ? el("a", { href: "#/request/" + encodeURIComponent(r.parent_request) }, r.parent_request)
+        : r.unverified_parent
+          ? el("span", { className: "unverified" }, "claims " + r.unverified_parent.id + " (unverified: " + r.unverified_parent.reason + ")")
+          : ""],
     ]));
     body.appendChild(el("h3", null, "Timeline"));
     body.appendChild(el("ol", { className: "timeline" }, items));
