@@ -157,6 +157,8 @@ pub struct Request {
     pub fds_attached: bool,
 }
 
+/// A call with stdin closed and stdout and stderr streamed (what a client that says
+/// nothing about its descriptors gets), no terminal, no extra descriptors.
 impl Default for Request {
     fn default() -> Request {
         Request {
@@ -165,7 +167,7 @@ impl Default for Request {
             cwd: Vec::new(),
             env: Vec::new(),
             parent_request: None,
-            stdio: [FdKind::Closed; 3],
+            stdio: [FdKind::Closed, FdKind::Pipe, FdKind::Pipe],
             terminal: None,
             extra_fds: Vec::new(),
             extra_fds_dropped: 0,

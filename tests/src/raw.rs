@@ -6,7 +6,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-use clawrden_protocol::{read_message, write_message, Decision, FdKind, Message, Request};
+use clawrden_protocol::{read_message, write_message, Decision, Message, Request};
 
 /// How long a raw call may take before the test gives up on the warden.
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -19,8 +19,6 @@ pub fn raw_request(argv: &[&[u8]]) -> Request {
         cwd: b"/".to_vec(),
         env: vec![(b"PATH".to_vec(), b"/usr/bin:/bin".to_vec())],
         parent_request: None,
-        // Stdin closed; stdout and stderr stream.
-        stdio: [FdKind::Closed, FdKind::Pipe, FdKind::Pipe],
         ..Request::default()
     }
 }
