@@ -12,7 +12,8 @@
 //! `Stdin`/`StdinEof`, `Signal`, `Resize`, `Kill` (kill the whole tree). The channel's end
 //! of input means the warden is gone: the helper kills the tree.
 //!
-//! Helper -> warden: `Started`, `Stdout`/`Stderr`/`TtyOut`, `Termios` (the command's
+//! Helper -> warden: `Started` (with the path of what it executes),
+//! `Stdout`/`Stderr`/`TtyOut`, `Termios` (the command's
 //! terminal settings changed), `StdinWindow` (stdin bytes the command's descriptor took,
 //! returned to the warden's send window, so stdin never queues without bound and never
 //! stalls the control frames behind it), then exactly one of `Exit`, `Signaled` or
@@ -148,9 +149,11 @@ pub enum ChannelMsg {
     Resize(WinSize),
     /// Kill the whole process tree (SIGTERM, grace, SIGKILL); the helper then exits.
     Kill,
-    /// The command runs; its pid in the helper's PID namespace.
+    /// The command runs; its pid in the helper's PID namespace, and the path of the file
+    /// the helper executed (for a mirror command: the original it found).
     Started {
         pid: u32,
+        program: Vec<u8>,
     },
     Stdout(Vec<u8>),
     Stderr(Vec<u8>),
@@ -265,7 +268,10 @@ impl ChannelFrame {
             ChannelMsg::StdinEof | ChannelMsg::Kill => {}
             ChannelMsg::Signal(n) | ChannelMsg::Exit(n) | ChannelMsg::Signaled(n) => e.i32(*n),
             ChannelMsg::Resize(size) => size.encode(&mut e),
-            ChannelMsg::Started { pid } => e.u32(*pid),
+            ChannelMsg::Started { pid, program } => {
+                e.u32(*pid);
+                e.bytes(program);
+            }
             ChannelMsg::Termios(t) => t.encode(&mut e),
             ChannelMsg::StdinWindow(n) => e.u32(*n),
             ChannelMsg::Failed(f) => {
@@ -340,7 +346,10 @@ impl ChannelFrame {
             ChannelKind::Exit => ChannelMsg::Exit(d.i32()?),
             ChannelKind::Signaled => ChannelMsg::Signaled(d.i32()?),
             ChannelKind::Resize => ChannelMsg::Resize(WinSize::decode(&mut d)?),
-            ChannelKind::Started => ChannelMsg::Started { pid: d.u32()? },
+            ChannelKind::Started => ChannelMsg::Started {
+                pid: d.u32()?,
+                program: d.bytes()?.to_vec(),
+            },
             ChannelKind::Termios => ChannelMsg::Termios(Termios::decode(&mut d)?),
             ChannelKind::StdinWindow => ChannelMsg::StdinWindow(d.u32()?),
             ChannelKind::Failed => ChannelMsg::Failed(Failure {

@@ -497,6 +497,10 @@ fn begin_supervision(options: &Options) -> Result<Option<SignalFd>, HelperError>
 /// The command, ready to fork and execute.
 struct Prepared {
     image: ExecImage,
+    /// What runs, as the `Started` frame reports it: with `--original-root` the original
+    /// of the command's name (a script's own, even when its interpreter's original is
+    /// what executes), else PROGRAM.
+    program: OsString,
     /// Kept open until the fork: the interpreter reads the script through /dev/fd/N.
     _script_fd: Option<OwnedFd>,
 }
@@ -517,6 +521,7 @@ fn prepare(options: &Options) -> Result<Result<Prepared, String>, HelperError> {
         });
     }
     let mut program = options.program.clone();
+    let mut shown = options.program.clone();
     let mut argv_owned = options.argv.clone();
     // Descriptors the command keeps besides 0-2: the caller's `--keep-fds`, and the script
     // an interpreter reads through /dev/fd/N (kept open until the fork).
@@ -534,6 +539,7 @@ fn prepare(options: &Options) -> Result<Result<Prepared, String>, HelperError> {
                     match original::resolve(Path::new(root), &options.program, &options.argv) {
                         Ok(resolved) => {
                             program = resolved.program;
+                            shown = resolved.original;
                             argv_owned = resolved.argv;
                             if resolved.program_fd_inherited {
                                 keep_fds.push(resolved.program_fd.as_raw_fd());
@@ -602,6 +608,7 @@ fn prepare(options: &Options) -> Result<Result<Prepared, String>, HelperError> {
     image.keep_only(keep_fds);
     Ok(Ok(Prepared {
         image,
+        program: shown,
         _script_fd: script_fd,
     }))
 }

@@ -83,7 +83,10 @@ impl Helper {
         let mut c = Collected::default();
         loop {
             match self.next() {
-                ChannelMsg::Started { pid } => c.pid = pid,
+                ChannelMsg::Started { pid, program } => {
+                    c.pid = pid;
+                    c.program = program;
+                }
                 ChannelMsg::Stdout(b) => c.stdout.extend(b),
                 ChannelMsg::Stderr(b) => c.stderr.extend(b),
                 ChannelMsg::TtyOut(b) => c.tty.extend(b),
@@ -107,6 +110,7 @@ impl Helper {
 #[derive(Default, Debug)]
 struct Collected {
     pid: u32,
+    program: Vec<u8>,
     stdout: Vec<u8>,
     stderr: Vec<u8>,
     tty: Vec<u8>,
@@ -154,6 +158,7 @@ fn stdin_sent_together_with_start_reaches_the_command() {
     ]);
     let c = h.collect();
     assert!(c.pid > 0);
+    assert_eq!(c.program, b"/bin/sh", "what the helper executed");
     assert_eq!(c.stdout, b"hello\n");
     assert_eq!(c.stderr, b"done\n");
     assert_eq!(c.granted, 6);

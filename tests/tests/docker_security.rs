@@ -177,7 +177,13 @@ fn a_forged_tool_path_runs_the_original_of_argv0_and_the_victim_survives() {
         request.raw
     );
     let start = events.iter().find(|e| e.event() == "start").unwrap();
-    assert_eq!(start.str_field("program"), Some("cat"), "{}", start.raw);
+    // What ran, as the helper reports it: the original it found for the name `cat`.
+    assert_eq!(
+        start.str_field("program"),
+        Some("/usr/lib/clawrden/originals/usr/bin/cat"),
+        "{}",
+        start.raw
+    );
     assert_eq!(start.get("run_uid").and_then(Value::as_u64), Some(1000));
 }
 

@@ -49,7 +49,10 @@ fn every_message() -> Vec<ChannelMsg> {
         ChannelMsg::Signal(2),
         ChannelMsg::Resize(size()),
         ChannelMsg::Kill,
-        ChannelMsg::Started { pid: 4242 },
+        ChannelMsg::Started {
+            pid: 4242,
+            program: b"/usr/lib/clawrden/originals/usr/bin/\xffcat".to_vec(),
+        },
         ChannelMsg::Stdout(vec![7; MAX_IO_PAYLOAD as usize]),
         ChannelMsg::Stderr(b"err".to_vec()),
         ChannelMsg::TtyOut(b"\x1b[31mred\r\n".to_vec()),

@@ -24,6 +24,7 @@
 
 use std::fs::OpenOptions;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -120,6 +121,7 @@ fn run(options: &Options) -> Result<i32, HelperError> {
         .image
         .set_stdio(stdio.child_fds(), stdio.master.is_some());
     let child = sys_process::spawn(&mut prepared.image).map_err(failed("fork"))?;
+    let program = std::mem::take(&mut prepared.program).into_vec();
     drop(prepared);
     let CommandStdio {
         child: child_ends,
@@ -134,6 +136,7 @@ fn run(options: &Options) -> Result<i32, HelperError> {
     drop(child_ends);
     chan.queue(ChannelMsg::Started {
         pid: child.as_raw() as u32,
+        program,
     });
     let settings = start.terminal.map(|(t, _)| t);
     let mut sup = Supervisor {

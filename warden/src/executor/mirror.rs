@@ -20,7 +20,8 @@
 //! (`clawrden_protocol::channel`, see [`channel`]). The first frame tells the helper how to
 //! set up each of the command's standard descriptors (a PTY with the caller's terminal
 //! settings and size for every one that is the caller's terminal, a pipe for the others,
-//! /dev/null for a closed one); then stdin, signals, resizes go in as frames, and output,
+//! /dev/null for a closed one); then stdin, signals, resizes go in as frames, and
+//! `Started` (with the original the helper executes: the `start` event's `program`), output,
 //! terminal output, terminal settings, and finally the exact outcome (an exit status, or
 //! death by a signal as that signal) come back. The helper's own stderr carries only its
 //! diagnostics. Descriptors above 2 cannot cross into the container (the session denies
@@ -40,10 +41,10 @@ use clawrden_protocol::channel::{ChannelMsg, Start, StdioPlan};
 use clawrden_protocol::{FdKind, WinSize};
 use tokio::sync::watch;
 
-use self::channel::ToHelper;
+use self::channel::{StartedReport, ToHelper};
 use super::{
     AbandonedRequest, ExecIo, ExecRequest, Executor, Leftovers, Outcome, ReapFuture, RunFuture,
-    Started, StreamIn,
+    StreamIn,
 };
 use crate::docker::{AttachedExec, DockerClient, ExecSpec};
 use crate::executor::{REASON_CANCELLED_BY_WARDEN, REASON_SHIM_DISCONNECTED};
@@ -240,14 +241,18 @@ impl MirrorExecutor {
                 0
             }
         };
-        let program = command_name(&req).map(<[u8]>::to_vec).unwrap_or_default();
-        let _ = started.send(Started {
+        // Reported when the helper says the command runs, with the original it executes.
+        let report = StartedReport {
+            tx: started,
             pid,
-            program,
             run_as: Some((req.uid, req.gid)),
-        });
-
-        let mut reader = tokio::spawn(channel::read_helper(stream, output, helper.window.clone()));
+        };
+        let mut reader = tokio::spawn(channel::read_helper(
+            stream,
+            output,
+            helper.window.clone(),
+            Some(report),
+        ));
         let has_terminal = req.terminal.is_some();
         // False once stdin was closed (or cannot take more): input is dropped.
         let mut stdin_alive = req.stdin_open() || req.stdio[0] == FdKind::Terminal;

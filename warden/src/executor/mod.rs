@@ -8,7 +8,8 @@
 //! - `io.cancel` turning `true` (lockdown, kill switch, shutdown) does the same.
 //! - At `timeout` the whole process tree dies the same way and the outcome is
 //!   [`Outcome::TimedOut`].
-//! - `io.started` is sent exactly once, just after the process exists, before any output.
+//! - `io.started` is sent at most once: just after the command exists, before any of its
+//!   output; never for a command that could not be started.
 //! - Output goes to `io.output` in order; the channel is bounded, so a slow shim slows the
 //!   command instead of growing memory.
 //! - Each standard descriptor keeps its kind (`ExecRequest::stdio`): terminal ones share
@@ -109,8 +110,9 @@ pub enum StreamOut {
 pub struct Started {
     /// Pid of the supervising process on the executor's host.
     pub pid: u32,
-    /// What runs: `local`, the absolute path executed; `mirror`, the command name whose
-    /// original the exec-helper runs (found by its fixed search order, docs/docker.md).
+    /// What runs: `local`, the absolute path executed; `mirror`, the path of the original
+    /// the exec-helper found for the command's name (its fixed search order,
+    /// docs/docker.md), as its `Started` frame reports it.
     pub program: Vec<u8>,
     /// The uid and gid the command runs as, when the executor knows them.
     pub run_as: Option<(u32, u32)>,

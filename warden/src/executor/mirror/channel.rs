@@ -9,9 +9,9 @@ use bollard::container::LogOutput;
 use clawrden_protocol::channel::{ChannelFrame, ChannelMsg, SINGLE_CALL, STDIN_WINDOW};
 use futures_util::{Stream, StreamExt};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use crate::executor::{Outcome, StreamOut};
+use crate::executor::{Outcome, Started, StreamOut};
 
 /// Frames queued for the writer before senders wait.
 const FRAME_QUEUE: usize = 8;
@@ -69,6 +69,16 @@ async fn write_frames(
     let _ = stdin.shutdown().await;
 }
 
+/// Where the helper's `Started` frame goes: the session's `started`, completed with what
+/// the executor knows itself.
+#[derive(Debug)]
+pub struct StartedReport {
+    pub tx: oneshot::Sender<Started>,
+    /// The exec's pid on the Docker host.
+    pub pid: u32,
+    pub run_as: Option<(u32, u32)>,
+}
+
 /// How the helper's side of a call ended.
 #[derive(Debug, Default)]
 pub struct HelperEnd {
@@ -78,14 +88,16 @@ pub struct HelperEnd {
     pub broken: Option<String>,
 }
 
-/// Reads the exec's output until it ends: the helper's frames become output for the
-/// session, stdin grants and the outcome; its own stderr goes to the session as stderr.
+/// Reads the exec's output until it ends: the helper's frames become the `started` report
+/// (before any output: the helper sends `Started` first), output for the session, stdin
+/// grants and the outcome; its own stderr goes to the session as stderr.
 /// Once the session stops listening (or the channel broke), output is still read and
 /// dropped so the helper is never blocked on a full pipe while it is being killed.
 pub async fn read_helper(
     mut stream: ExecOutput,
     output: mpsc::Sender<StreamOut>,
     window: Arc<Semaphore>,
+    mut started: Option<StartedReport>,
 ) -> HelperEnd {
     let mut end = HelperEnd::default();
     let mut buf: Vec<u8> = Vec::new();
@@ -139,7 +151,16 @@ pub async fn read_helper(
                             window.add_permits((n as usize).min(room));
                             continue;
                         }
-                        ChannelMsg::Started { .. } => continue,
+                        ChannelMsg::Started { program, .. } => {
+                            if let Some(report) = started.take() {
+                                let _ = report.tx.send(Started {
+                                    pid: report.pid,
+                                    program,
+                                    run_as: report.run_as,
+                                });
+                            }
+                            continue;
+                        }
                         ChannelMsg::Exit(code) => {
                             end.outcome.get_or_insert(Outcome::Exited(code));
                             continue;
@@ -209,6 +230,7 @@ mod tests {
             }]),
             tx,
             window.clone(),
+            None,
         )
         .await;
         assert_eq!(window.available_permits(), STDIN_WINDOW as usize);
@@ -236,7 +258,7 @@ mod tests {
         );
         let (tx, mut rx) = mpsc::channel(64);
         let window = Arc::new(Semaphore::new(STDIN_WINDOW as usize));
-        let end = read_helper(stream_of(chunks), tx, window).await;
+        let end = read_helper(stream_of(chunks), tx, window, None).await;
         assert_eq!(end.outcome, Some(Outcome::Signaled(2)));
         let mut got = Vec::new();
         while let Ok(item) = rx.try_recv() {
@@ -264,6 +286,7 @@ mod tests {
             }]),
             tx,
             window,
+            None,
         )
         .await;
         assert_eq!(
@@ -271,5 +294,44 @@ mod tests {
             Some("the exec-helper sent a Kill frame, which only the warden sends")
         );
         assert_eq!(end.outcome, None, "nothing after the break is believed");
+    }
+
+    #[tokio::test]
+    async fn the_started_frame_reports_what_the_helper_executes_once() {
+        let mut bytes = Vec::new();
+        for program in [&b"/usr/lib/clawrden/originals/usr/bin/cat"[..], b"/forged"] {
+            bytes.extend(frame(ChannelMsg::Started {
+                pid: 7,
+                program: program.to_vec(),
+            }));
+        }
+        bytes.extend(frame(ChannelMsg::Exit(0)));
+        let (tx, _rx) = mpsc::channel(8);
+        let (started_tx, started_rx) = oneshot::channel();
+        let window = Arc::new(Semaphore::new(STDIN_WINDOW as usize));
+        let end = read_helper(
+            stream_of(vec![LogOutput::StdOut {
+                message: bytes.into(),
+            }]),
+            tx,
+            window,
+            Some(StartedReport {
+                tx: started_tx,
+                pid: 4242,
+                run_as: Some((1000, 1000)),
+            }),
+        )
+        .await;
+        assert_eq!(end.outcome, Some(Outcome::Exited(0)));
+        let started = started_rx.await.expect("a started report");
+        assert_eq!(
+            (started.pid, started.program, started.run_as),
+            (
+                4242,
+                b"/usr/lib/clawrden/originals/usr/bin/cat".to_vec(),
+                Some((1000, 1000))
+            ),
+            "the exec's host pid, the helper's program, only the first Started counts"
+        );
     }
 }
