@@ -998,6 +998,30 @@ async fn a_root_warden_runs_a_command_as_the_caller_with_its_groups_and_its_home
 }
 
 #[tokio::test]
+async fn a_command_run_as_another_user_owns_its_terminal() {
+    if !require_root_or_skip("a_command_run_as_another_user_owns_its_terminal") {
+        return;
+    }
+    // As a login gives a user their terminal: a program that reopens its terminal by
+    // name (`ttyname`), not through /dev/tty, must be able to.
+    let req = on_terminal(
+        as_nobody(request(
+            "tty-owner",
+            &[
+                "sh",
+                "-c",
+                "t=$(tty); stat -c %u \"$t\"; echo by-name > \"$t\"",
+            ],
+        )),
+        24,
+        80,
+    );
+    let run = run_with(&executor_with(None, false, None), req, vec![]).await;
+    assert_eq!(run.outcome, Outcome::Exited(0), "{run:?}");
+    assert_eq!(String::from_utf8_lossy(&run.tty), "65534\r\nby-name\r\n");
+}
+
+#[tokio::test]
 async fn run_as_of_the_warden_and_of_the_rule_decide_the_user() {
     if !require_root_or_skip("run_as_of_the_warden_and_of_the_rule_decide_the_user") {
         return;

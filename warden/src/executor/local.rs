@@ -297,6 +297,19 @@ impl LocalExecutor {
             Some(terminal) => Some(plumbing::open_pty(terminal)?),
             None => None,
         };
+        if let Some(pty) = &pty {
+            // The terminal is the command's user's, as a login gives a user theirs: a
+            // program that reopens it by name must be able to.
+            if identity.uid != self.run_as.warden().uid {
+                if let Err(e) = nix::unistd::fchown(
+                    std::os::fd::AsRawFd::as_raw_fd(&pty.slave),
+                    Some(nix::unistd::Uid::from_raw(identity.uid)),
+                    None,
+                ) {
+                    tracing::debug!(error = %e, uid = identity.uid, "cannot give the command's terminal to its user; it stays the warden's");
+                }
+            }
+        }
         if pty.is_some() {
             cmd.arg("--tty");
         }
