@@ -265,10 +265,8 @@ fn run_probe(socket: &Path, argv: Vec<Vec<u8>>) -> Result<(bool, String), String
         env: std::env::vars_os()
             .map(|(k, v)| (k.into_vec(), v.into_vec()))
             .collect(),
-        tty: None,
-        stdin_open: false,
         parent_request: None,
-        fds_attached: false,
+        ..Default::default()
     };
     let mut s = &stream;
     protocol::write_message(&mut s, &Message::Request(request))

@@ -11,18 +11,25 @@
 //! [`FrameHeader::parse`], then reading the payload and calling [`Message::decode`]).
 #![forbid(unsafe_code)]
 
+pub mod channel;
 mod codec;
 pub mod exec_env;
+mod terminal;
 
 pub use codec::{DecodeError, Decoder, Encoder};
+pub use terminal::{
+    names_inherited_fd, ExtraFd, FdKind, Terminal, Termios, WinSize, MAX_EXTRA_FDS, NCCS,
+};
 
 use std::fmt;
 use std::io::{self, Read, Write};
 
 /// Magic bytes of the `Hello` frame.
 pub const MAGIC: [u8; 4] = *b"CLWD";
-/// Protocol version spoken by this build.
-pub const VERSION: u16 = 1;
+/// Protocol version spoken by this build. Version 2 describes every standard descriptor
+/// (kind, and the caller's terminal settings), passes descriptors above 2, and carries
+/// the command's terminal output and settings back.
+pub const VERSION: u16 = 2;
 /// Largest payload of a `Request` (and other control frames): above Linux's default
 /// `ARG_MAX` of 2 MiB, so any command line the kernel accepts fits.
 pub const MAX_REQUEST_PAYLOAD: u32 = 4 * 1024 * 1024;
@@ -63,6 +70,8 @@ pub enum Kind {
     Resize = 0x13,
     Stdout = 0x20,
     Stderr = 0x21,
+    TtyOut = 0x22,
+    Termios = 0x23,
     Exit = 0x30,
     Signaled = 0x31,
     Error = 0x3f,
@@ -82,6 +91,8 @@ impl Kind {
             0x13 => Kind::Resize,
             0x20 => Kind::Stdout,
             0x21 => Kind::Stderr,
+            0x22 => Kind::TtyOut,
+            0x23 => Kind::Termios,
             0x30 => Kind::Exit,
             0x31 => Kind::Signaled,
             0x3f => Kind::Error,
@@ -93,7 +104,7 @@ impl Kind {
     pub fn max_payload(self) -> u32 {
         match self {
             Kind::Request => MAX_REQUEST_PAYLOAD,
-            Kind::Stdin | Kind::Stdout | Kind::Stderr => MAX_IO_PAYLOAD,
+            Kind::Stdin | Kind::Stdout | Kind::Stderr | Kind::TtyOut => MAX_IO_PAYLOAD,
             _ => MAX_CONTROL_PAYLOAD,
         }
     }
@@ -119,17 +130,8 @@ impl FrameHeader {
     }
 }
 
-/// Terminal facts sent when the shim's stdin is a terminal.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Tty {
-    pub rows: u16,
-    pub cols: u16,
-    /// `$TERM`, byte-exact.
-    pub term: Vec<u8>,
-}
-
 /// One intercepted call.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Request {
     /// `argv[0]` is the name the tool was invoked as.
     pub argv: Vec<Vec<u8>>,
@@ -137,13 +139,63 @@ pub struct Request {
     pub tool_path: Vec<u8>,
     pub cwd: Vec<u8>,
     pub env: Vec<(Vec<u8>, Vec<u8>)>,
-    pub tty: Option<Tty>,
-    pub stdin_open: bool,
     /// From `CLAWRDEN_PARENT_REQUEST`, for calls made by an approved command.
     pub parent_request: Option<String>,
-    /// The shim attached its stdin, stdout and stderr to this frame with `SCM_RIGHTS`
-    /// (same-host only). The warden may use them directly or ignore (close) them.
+    /// What the shim's descriptors 0, 1 and 2 are. The command's are the same: a terminal
+    /// becomes a PTY that starts as [`Request::terminal`], anything else stays what it is.
+    pub stdio: [FdKind; 3],
+    /// The caller's terminal (the first standard descriptor that is one): present exactly
+    /// when one of `stdio` is [`FdKind::Terminal`].
+    pub terminal: Option<Terminal>,
+    /// Descriptors above 2 the caller left open (not close-on-exec), ascending, at most
+    /// [`MAX_EXTRA_FDS`].
+    pub extra_fds: Vec<ExtraFd>,
+    /// Inheritable descriptors beyond [`MAX_EXTRA_FDS`], not described and not passed.
+    pub extra_fds_dropped: u32,
+    /// The shim attached descriptors to this frame with `SCM_RIGHTS` (same host only), in
+    /// the order of [`Request::attached_fds`]. The warden may use them or close them.
     pub fds_attached: bool,
+}
+
+/// A call with stdin closed and stdout and stderr streamed (what a client that says
+/// nothing about its descriptors gets), no terminal, no extra descriptors.
+impl Default for Request {
+    fn default() -> Request {
+        Request {
+            argv: Vec::new(),
+            tool_path: Vec::new(),
+            cwd: Vec::new(),
+            env: Vec::new(),
+            parent_request: None,
+            stdio: [FdKind::Closed, FdKind::Pipe, FdKind::Pipe],
+            terminal: None,
+            extra_fds: Vec::new(),
+            extra_fds_dropped: 0,
+            fds_attached: false,
+        }
+    }
+}
+
+impl Request {
+    /// The descriptor numbers attached with `SCM_RIGHTS` when `fds_attached`, in order:
+    /// the standard descriptors that are neither closed nor a terminal, then every extra
+    /// descriptor.
+    pub fn attached_fds(&self) -> Vec<u32> {
+        (0..3u32)
+            .filter(|&i| self.stdio[i as usize].is_passable())
+            .chain(self.extra_fds.iter().map(|f| f.fd))
+            .collect()
+    }
+
+    /// fd 0 was open.
+    pub fn stdin_open(&self) -> bool {
+        self.stdio[0] != FdKind::Closed
+    }
+
+    /// Some standard descriptor is a terminal: the command gets a PTY.
+    pub fn has_terminal(&self) -> bool {
+        self.stdio.contains(&FdKind::Terminal)
+    }
 }
 
 /// What the warden decided.
@@ -181,8 +233,9 @@ pub struct Decision {
     pub reason: String,
     /// Name of the rule that decided, `None` for the policy default.
     pub rule: Option<String>,
-    /// When `Allow`: the warden uses the file descriptors the shim attached, so no I/O
-    /// frames will flow; the shim only forwards signals and waits for the outcome.
+    /// When `Allow`: the warden gives the command the descriptors the shim attached, so
+    /// only the terminal (if any) streams: `Stdin` from a terminal stdin, `TtyOut` and
+    /// `Termios` back; the shim forwards signals and waits for the outcome.
     pub uses_fds: bool,
 }
 
@@ -280,6 +333,10 @@ pub enum Message {
     },
     Stdout(Vec<u8>),
     Stderr(Vec<u8>),
+    /// Output of the command's terminal (a PTY), for the caller's terminal.
+    TtyOut(Vec<u8>),
+    /// The command's terminal settings changed; the caller's terminal ends with the last.
+    Termios(Termios),
     Exit(i32),
     Signaled(i32),
     Error {
@@ -310,6 +367,8 @@ impl Message {
             Message::Resize { .. } => Kind::Resize,
             Message::Stdout(_) => Kind::Stdout,
             Message::Stderr(_) => Kind::Stderr,
+            Message::TtyOut(_) => Kind::TtyOut,
+            Message::Termios(_) => Kind::Termios,
             Message::Exit(_) => Kind::Exit,
             Message::Signaled(_) => Kind::Signaled,
             Message::Error { .. } => Kind::Error,
@@ -343,17 +402,23 @@ impl Message {
                     e.bytes(k);
                     e.bytes(v);
                 }
-                match &r.tty {
+                e.opt_str(r.parent_request.as_deref());
+                for k in r.stdio {
+                    e.u8(k.to_u8());
+                }
+                match &r.terminal {
                     None => e.u8(0),
                     Some(t) => {
                         e.u8(1);
-                        e.u16(t.rows);
-                        e.u16(t.cols);
-                        e.bytes(&t.term);
+                        t.encode(&mut e);
                     }
                 }
-                e.u8(r.stdin_open as u8);
-                e.opt_str(r.parent_request.as_deref());
+                e.u32(r.extra_fds.len() as u32);
+                for f in &r.extra_fds {
+                    e.u32(f.fd);
+                    e.u8(f.kind.to_u8());
+                }
+                e.u32(r.extra_fds_dropped);
                 e.u8(r.fds_attached as u8);
             }
             Message::Decision(d) => {
@@ -370,7 +435,10 @@ impl Message {
                 e.str(approval_id);
                 e.str(message);
             }
-            Message::Stdin(b) | Message::Stdout(b) | Message::Stderr(b) => e.raw(b),
+            Message::Stdin(b) | Message::Stdout(b) | Message::Stderr(b) | Message::TtyOut(b) => {
+                e.raw(b)
+            }
+            Message::Termios(t) => t.encode(&mut e),
             Message::StdinEof => {}
             Message::Signal(n) | Message::Exit(n) | Message::Signaled(n) => e.i32(*n),
             Message::Resize { rows, cols } => {
@@ -420,26 +488,43 @@ impl Message {
                     let v = d.bytes()?.to_vec();
                     env.push((k, v));
                 }
-                let tty = match d.u8()? {
-                    0 => None,
-                    1 => Some(Tty {
-                        rows: d.u16()?,
-                        cols: d.u16()?,
-                        term: d.bytes()?.to_vec(),
-                    }),
-                    _ => return Err(DecodeError::BadValue("tty flag").into()),
-                };
-                let stdin_open = d.bool()?;
                 let parent_request = d.opt_str()?;
+                let mut stdio = [FdKind::Closed; 3];
+                for k in &mut stdio {
+                    *k = FdKind::from_u8(d.u8()?)?;
+                }
+                let terminal = match d.u8()? {
+                    0 => None,
+                    1 => Some(Terminal::decode(&mut d)?),
+                    _ => return Err(DecodeError::BadValue("terminal flag").into()),
+                };
+                if terminal.is_some() != stdio.contains(&FdKind::Terminal) {
+                    return Err(DecodeError::BadValue(
+                        "terminal (present exactly when a standard descriptor is one)",
+                    )
+                    .into());
+                }
+                let n = d.count(5)?;
+                let mut extra_fds = Vec::with_capacity(n.min(MAX_EXTRA_FDS));
+                for _ in 0..n {
+                    extra_fds.push(ExtraFd {
+                        fd: d.u32()?,
+                        kind: FdKind::from_u8(d.u8()?)?,
+                    });
+                }
+                crate::terminal::check_extra_fds(&extra_fds)?;
+                let extra_fds_dropped = d.u32()?;
                 let fds_attached = d.bool()?;
                 Message::Request(Request {
                     argv,
                     tool_path,
                     cwd,
                     env,
-                    tty,
-                    stdin_open,
                     parent_request,
+                    stdio,
+                    terminal,
+                    extra_fds,
+                    extra_fds_dropped,
                     fds_attached,
                 })
             }
@@ -457,6 +542,8 @@ impl Message {
             Kind::Stdin => Message::Stdin(d.rest().to_vec()),
             Kind::Stdout => Message::Stdout(d.rest().to_vec()),
             Kind::Stderr => Message::Stderr(d.rest().to_vec()),
+            Kind::TtyOut => Message::TtyOut(d.rest().to_vec()),
+            Kind::Termios => Message::Termios(Termios::decode(&mut d)?),
             Kind::StdinEof => Message::StdinEof,
             Kind::Signal => Message::Signal(d.i32()?),
             Kind::Exit => Message::Exit(d.i32()?),
@@ -551,10 +638,14 @@ pub fn write_message<W: Write>(w: &mut W, msg: &Message) -> Result<(), ProtocolE
     w.write_all(&buf).map_err(ProtocolError::Io)
 }
 
-/// Appends `data` to `out` as a sequence of I/O frames of `kind` (`Stdin`, `Stdout` or
-/// `Stderr`), each at most [`MAX_IO_PAYLOAD`] bytes. Empty `data` appends nothing.
+/// Appends `data` to `out` as a sequence of I/O frames of `kind` (`Stdin`, `Stdout`,
+/// `Stderr` or `TtyOut`), each at most [`MAX_IO_PAYLOAD`] bytes. Empty `data` appends
+/// nothing.
 pub fn write_chunks(out: &mut Vec<u8>, kind: Kind, data: &[u8]) {
-    debug_assert!(matches!(kind, Kind::Stdin | Kind::Stdout | Kind::Stderr));
+    debug_assert!(matches!(
+        kind,
+        Kind::Stdin | Kind::Stdout | Kind::Stderr | Kind::TtyOut
+    ));
     for chunk in data.chunks(MAX_IO_PAYLOAD as usize) {
         out.push(kind as u8);
         out.extend_from_slice(&(chunk.len() as u32).to_be_bytes());

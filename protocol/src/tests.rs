@@ -32,14 +32,44 @@ fn sample_request() -> Request {
             (b"WEIRD".to_vec(), vec![0, 1, 2, 0xff]),
             (b"EMPTY".to_vec(), Vec::new()),
         ],
-        tty: Some(Tty {
+        parent_request: Some("r-123".into()),
+        stdio: [FdKind::Terminal, FdKind::Pipe, FdKind::Terminal],
+        terminal: Some(sample_terminal()),
+        extra_fds: vec![
+            ExtraFd {
+                fd: 3,
+                kind: FdKind::File,
+            },
+            ExtraFd {
+                fd: 63,
+                kind: FdKind::Pipe,
+            },
+        ],
+        extra_fds_dropped: 2,
+        fds_attached: true,
+    }
+}
+
+fn sample_termios() -> Termios {
+    Termios {
+        iflag: 0x2d02,
+        oflag: 0x5,
+        cflag: 0xbf,
+        lflag: 0x8a3b,
+        cc: vec![3, 28, 127, 21, 4, 0, 1, 0, 17, 19, 26, 0, 18, 15, 23, 22],
+    }
+}
+
+fn sample_terminal() -> Terminal {
+    Terminal {
+        termios: sample_termios(),
+        size: WinSize {
             rows: 24,
             cols: 80,
-            term: b"xterm-256color".to_vec(),
-        }),
-        stdin_open: true,
-        parent_request: Some("r-123".into()),
-        fds_attached: true,
+            xpixel: 0,
+            ypixel: 0,
+        },
+        term: b"xterm-256color".to_vec(),
     }
 }
 
@@ -76,6 +106,16 @@ fn every_message_roundtrips_byte_exact() {
     });
     roundtrip(Message::Stdout(vec![7; MAX_IO_PAYLOAD as usize]));
     roundtrip(Message::Stderr(b"err".to_vec()));
+    roundtrip(Message::TtyOut(b"a\r\n\x1b[0m".to_vec()));
+    roundtrip(Message::TtyOut(vec![1; MAX_IO_PAYLOAD as usize]));
+    roundtrip(Message::Termios(sample_termios()));
+    roundtrip(Message::Termios(Termios {
+        iflag: 0,
+        oflag: 0,
+        cflag: 0,
+        lflag: 0,
+        cc: Vec::new(),
+    }));
     roundtrip(Message::Exit(255));
     roundtrip(Message::Signaled(9));
     roundtrip(Message::Error {
@@ -180,7 +220,7 @@ fn hello_checks_magic_and_version() {
     assert!(matches!(bad.check_hello(), Err(ProtocolError::BadMagic(_))));
     let newer = Message::Hello {
         magic: MAGIC,
-        version: 2,
+        version: VERSION + 1,
     };
     let err = newer.check_hello().unwrap_err();
     assert_eq!(err.wire_kind(), ErrorKind::UnsupportedVersion);
@@ -262,6 +302,8 @@ fn decoder_survives_mutated_and_random_input() {
         Message::hello(),
         Message::Request(sample_request()),
         Message::Stdout(b"hello".to_vec()),
+        Message::TtyOut(b"\r\n".to_vec()),
+        Message::Termios(sample_termios()),
         Message::Error {
             kind: ErrorKind::Timeout,
             message: "t".into(),
@@ -297,4 +339,137 @@ fn decoder_survives_mutated_and_random_input() {
         let mut r = &buf[..];
         let _ = read_message(&mut r);
     }
+}
+
+#[test]
+fn a_version_1_hello_is_refused_as_unsupported() {
+    let v1 = Message::Hello {
+        magic: MAGIC,
+        version: 1,
+    };
+    let err = v1.check_hello().unwrap_err();
+    assert_eq!(err.wire_kind(), ErrorKind::UnsupportedVersion);
+    assert_eq!(
+        err.to_string(),
+        format!("unsupported protocol version 1 (this build speaks version {VERSION})")
+    );
+}
+
+fn encoded(r: Request) -> Vec<u8> {
+    let mut buf = Vec::new();
+    Message::Request(r).encode(&mut buf).unwrap();
+    buf
+}
+
+#[test]
+fn a_request_is_refused_when_terminal_and_stdio_disagree() {
+    // A terminal descriptor without the terminal's settings...
+    let no_settings = Request {
+        stdio: [FdKind::Terminal, FdKind::Pipe, FdKind::Pipe],
+        ..Request::default()
+    };
+    assert!(matches!(
+        decode_frame(&encoded(no_settings)),
+        Err(ProtocolError::Decode(DecodeError::BadValue(_)))
+    ));
+    // ... and settings without a terminal descriptor.
+    let stray = Request {
+        terminal: Some(sample_terminal()),
+        ..Request::default()
+    };
+    assert!(decode_frame(&encoded(stray)).is_err());
+}
+
+#[test]
+fn extra_descriptors_must_be_above_2_ascending_open_and_capped() {
+    let with = |fds: Vec<(u32, FdKind)>| Request {
+        extra_fds: fds
+            .into_iter()
+            .map(|(fd, kind)| ExtraFd { fd, kind })
+            .collect(),
+        ..Request::default()
+    };
+    let ok = with(vec![
+        (3, FdKind::Pipe),
+        (10, FdKind::Terminal),
+        (63, FdKind::File),
+    ]);
+    roundtrip(Message::Request(ok));
+    for bad in [
+        vec![(2, FdKind::Pipe)],
+        vec![(5, FdKind::Pipe), (4, FdKind::Pipe)],
+        vec![(5, FdKind::Pipe), (5, FdKind::Pipe)],
+        vec![(7, FdKind::Closed)],
+        (3..3 + MAX_EXTRA_FDS as u32 + 1)
+            .map(|fd| (fd, FdKind::Pipe))
+            .collect(),
+    ] {
+        let r = with(bad.clone());
+        assert!(decode_frame(&encoded(r)).is_err(), "{bad:?} was accepted");
+    }
+    let full = with(
+        (3..3 + MAX_EXTRA_FDS as u32)
+            .map(|fd| (fd, FdKind::Socket))
+            .collect(),
+    );
+    roundtrip(Message::Request(full));
+}
+
+#[test]
+fn attached_descriptors_are_the_passable_standard_ones_then_the_extra_ones() {
+    assert_eq!(sample_request().attached_fds(), vec![1, 3, 63]);
+    let r = Request {
+        stdio: [FdKind::Closed, FdKind::File, FdKind::Other],
+        ..Request::default()
+    };
+    assert_eq!(r.attached_fds(), vec![1, 2]);
+    assert!(!r.stdin_open() && !r.has_terminal());
+    assert!(sample_request().stdin_open() && sample_request().has_terminal());
+}
+
+#[test]
+fn a_descriptor_above_2_is_recognised_anywhere_in_an_argument() {
+    assert_eq!(names_inherited_fd(b"/dev/fd/63"), Some(63));
+    assert_eq!(names_inherited_fd(b"--input=/dev/fd/3"), Some(3));
+    assert_eq!(names_inherited_fd(b"/proc/self/fd/10/"), Some(10));
+    assert_eq!(names_inherited_fd(b"/proc/thread-self/fd/4"), Some(4));
+    assert_eq!(names_inherited_fd(b"x /dev/fd/1 and /dev/fd/12"), Some(12));
+    for fine in [
+        &b"/dev/fd/0"[..],
+        b"/dev/fd/1",
+        b"/dev/fd/2",
+        b"/dev/stdin",
+        b"/dev/fd/",
+        b"/dev/fd",
+        b"/dev/fdx/63",
+        b"/proc/1/fd/63",
+        b"plain",
+        b"",
+    ] {
+        assert_eq!(
+            names_inherited_fd(fine),
+            None,
+            "{}",
+            String::from_utf8_lossy(fine)
+        );
+    }
+}
+
+#[test]
+fn fd_kinds_have_stable_names_and_only_open_non_terminals_pass() {
+    let all = [
+        FdKind::Closed,
+        FdKind::Terminal,
+        FdKind::Pipe,
+        FdKind::File,
+        FdKind::Socket,
+        FdKind::Other,
+    ];
+    let names: Vec<&str> = all.iter().map(|k| k.as_str()).collect();
+    assert_eq!(
+        names,
+        ["closed", "terminal", "pipe", "file", "socket", "other"]
+    );
+    let passable: Vec<bool> = all.iter().map(|k| k.is_passable()).collect();
+    assert_eq!(passable, [false, false, true, true, true, true]);
 }

@@ -202,7 +202,11 @@ mod tests {
     fn version_line_names_protocol() {
         assert_eq!(
             version_line(),
-            format!("clawrden-shim {} (protocol 1)", env!("CARGO_PKG_VERSION"))
+            format!(
+                "clawrden-shim {} (protocol {})",
+                env!("CARGO_PKG_VERSION"),
+                clawrden_protocol::VERSION
+            )
         );
     }
 }

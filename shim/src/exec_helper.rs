@@ -1,7 +1,7 @@
 //! `clawrden-shim exec-helper`: supervises one command for an executor.
 //!
 //! ```text
-//! clawrden-shim exec-helper [--tty] [--grace-ms N] [--cwd DIR]
+//! clawrden-shim exec-helper [--tty | --framed] [--grace-ms N] [--cwd DIR]
 //!                           [--uid U --gid G [--groups G1,G2,...]]
 //!                           [--original-root DIR] [--request-id ID] [--env-block N]
 //!                           [--keep-fds FD,...] [--time-limit-ms N] [--cgroup DIR]
@@ -21,16 +21,21 @@
 //! so that `--kill` (see [`kill`]) can find it. `--env-block N`: the command's whole
 //! environment is the block in `CLAWRDEN_EXEC_ENV_0..N-1` (see
 //! `clawrden_protocol::exec_env`), so the caller's variables never become the helper's
-//! own; without it the command inherits the helper's environment. `--keep-fds`: descriptors
-//! above 2 the command keeps; every other one is closed on exec (stray descriptors of
-//! whoever started the helper never reach the command). `--time-limit-ms`: the helper
-//! kills the tree itself after that long (exit 124), even if the executor is gone.
-//! `--cgroup DIR`: the command's child joins the cgroup v2 DIR before it drops privileges,
-//! and the tree kill ends with `cgroup.kill`. `--hex`: PROGRAM, the arguments and the
-//! `--cwd` value are hex-encoded (Docker's API carries UTF-8 only). `--no-parent-death`: no
+//! own; without it the command inherits the helper's environment. `--keep-fds`: the
+//! caller's descriptors above 2 (placed by the executor), which the command gets as they
+//! are; every other descriptor above 2 is closed for it (close-on-exec, set in the child)
+//! except the script an interpreter reads through /dev/fd/N, so nothing the helper
+//! inherited from its own parent reaches the command. `--time-limit-ms`: the helper kills
+//! the tree itself after that long (exit 124), even if the executor is gone. `--cgroup
+//! DIR`: the command's child joins the cgroup v2 DIR before it drops privileges, and the
+//! tree kill ends with `cgroup.kill`. `--hex`: PROGRAM, the arguments and the `--cwd`
+//! value are hex-encoded (Docker's API carries UTF-8 only). `--no-parent-death`: no
 //! SIGUSR1 when the parent dies. Under `docker exec` the parent is the container runtime's
-//! short-lived process, not the executor; the mirror executor kills the tree with `--kill`
-//! instead.
+//! short-lived process, not the executor; the mirror executor tells the helper over its
+//! channel instead (`--kill` is its last resort). `--tty`: the helper's stdio include a
+//! terminal (the local executor's PTY), which becomes the command's controlling terminal.
+//! `--framed`: the helper's stdin and stdout are the executor channel, over which it is
+//! told how to set up the command's descriptors and moves their I/O (see [`framed`]).
 //!
 //! The helper is a child subreaper, so every process the command starts, even one that
 //! double-forks into a new session, stays its descendant. That makes "kill the whole tree"
@@ -39,8 +44,8 @@
 //! SIGINT/SIGTERM/SIGHUP/SIGQUIT/SIGWINCH to the command's process group and finally
 //! mirrors the command's status: the same exit code, or death by the same signal.
 //!
-//! The helper never writes to stdout, and to stderr only when it fails itself or its own
-//! time limit ends the command.
+//! Unframed, the helper never writes to stdout, and to stderr only when it fails itself or
+//! its own time limit ends the command.
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
@@ -63,6 +68,7 @@ use clawrden_protocol::exec_env;
 
 use crate::sys::process::{self as sys_process, ChildCredentials, ExecImage};
 
+mod framed;
 mod kill;
 mod original;
 
@@ -87,9 +93,12 @@ pub fn main(args: Vec<OsString>) -> ! {
             "{e}\nusage: clawrden-shim exec-helper [--tty] [--grace-ms N] [--cwd DIR] \
              [--uid U --gid G [--groups G1,G2,...]] [--original-root DIR] [--request-id ID] \
              [--env-block N] [--keep-fds FD,...] [--time-limit-ms N] [--cgroup DIR] [--hex] \
-             [--no-parent-death] -- PROGRAM ARGV0 [ARGS...]"
+             [--no-parent-death] [--framed] -- PROGRAM ARGV0 [ARGS...]"
         )),
     };
+    if options.framed {
+        std::process::exit(framed::main(&options));
+    }
     match supervise(&options) {
         Ok(End::Killed) => std::process::exit(0),
         Ok(End::TimeLimit(limit)) => {
@@ -153,10 +162,13 @@ struct Options {
     request_id: Option<String>,
     /// Do not arm the parent-death signal.
     no_parent_death: bool,
+    /// Stdio is the executor channel (see [`framed`]), not the command's.
+    framed: bool,
     /// The command's environment is this many `CLAWRDEN_EXEC_ENV_*` chunks (all of the
     /// helper's own variables when `None`).
     env_block: Option<usize>,
-    /// Descriptors above 2 that stay open for the command.
+    /// Descriptors above 2 the command gets as they are (the caller's, placed by the
+    /// executor); every other one the helper has is closed for it.
     keep_fds: Vec<RawFd>,
     /// The helper kills the tree itself after this long.
     time_limit: Option<Duration>,
@@ -175,6 +187,7 @@ impl Options {
         let (mut uid, mut gid, mut groups) = (None, None, None);
         let (mut original_root, mut request_id, mut hex) = (None, None, false);
         let mut no_parent_death = false;
+        let mut framed = false;
         let (mut env_block, mut keep_fds, mut time_limit, mut cgroup) =
             (None, Vec::new(), None, None);
         let mut it = args.into_iter();
@@ -251,6 +264,7 @@ impl Options {
                 "--cgroup" => cgroup = Some(value("--cgroup")?),
                 "--hex" => hex = true,
                 "--no-parent-death" => no_parent_death = true,
+                "--framed" => framed = true,
                 other => return Err(format!("unknown option {other:?}")),
             }
         }
@@ -264,6 +278,9 @@ impl Options {
             }),
             _ => return Err("--uid and --gid go together (and --groups needs both)".into()),
         };
+        if framed && tty {
+            return Err("--framed sets up the command's terminal itself; drop --tty".into());
+        }
         if original_root.is_some() && credentials.is_none() {
             return Err(
                 "--original-root needs --uid and --gid (originals never run as root by default)"
@@ -302,6 +319,7 @@ impl Options {
             original_root,
             request_id,
             no_parent_death,
+            framed,
             env_block,
             keep_fds,
             time_limit,
@@ -417,25 +435,98 @@ fn supervise(options: &Options) -> Result<End, HelperError> {
         sys_process::release_controlling_terminal()
             .map_err(failed("releasing the controlling terminal"))?;
     }
-    // Blocked from the start: a SIGUSR1 or SIGTERM that arrives early stays pending and is
-    // handled by the loop instead of killing the helper before it can clean up.
+    let Some(signal_fd) = begin_supervision(options)? else {
+        return Ok(End::Killed);
+    };
+    let deadline = options.time_limit.map(|limit| Instant::now() + limit);
+    let mut prepared = match prepare(options)? {
+        Ok(p) => p,
+        Err(not_found) => return Ok(End::NotFound(not_found)),
+    };
+    let child = sys_process::spawn(&mut prepared.image).map_err(failed("fork"))?;
+    drop(prepared);
+    let cgroup = options.cgroup.as_deref().map(Path::new);
+
+    loop {
+        let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        if remaining == Some(Duration::ZERO) {
+            kill_tree(&signal_fd, options.grace, cgroup);
+            return Ok(End::TimeLimit(options.time_limit.unwrap_or_default()));
+        }
+        wait_for_signals(&signal_fd, remaining);
+        let mut main_status = None;
+        while let Some(info) = read_signal(&signal_fd) {
+            match Signal::try_from(info.ssi_signo as i32) {
+                Ok(Signal::SIGUSR1) => {
+                    kill_tree(&signal_fd, options.grace, cgroup);
+                    return Ok(End::Killed);
+                }
+                Ok(Signal::SIGCHLD) => {
+                    if let Some(status) = reap(Some(child)).main_status {
+                        main_status = Some(status);
+                    }
+                }
+                Ok(signal) if main_status.is_none() => forward(child, signal),
+                _ => {}
+            }
+        }
+        if let Some(status) = main_status {
+            kill_tree(&signal_fd, options.grace, cgroup);
+            return Ok(End::Mirror(status));
+        }
+    }
+}
+
+/// Blocks the handled signals (from the start: a SIGUSR1 or SIGTERM that arrives early
+/// stays pending and is handled by the loop instead of killing the helper before it can
+/// clean up), becomes a subreaper and arms the parent-death signal. Returns the signalfd,
+/// or `None` when the parent is already gone.
+fn begin_supervision(options: &Options) -> Result<Option<SignalFd>, HelperError> {
     let signals = handled_signals();
     signals.thread_block().map_err(failed("blocking signals"))?;
-    let started = Instant::now();
     let parent = getppid();
     nix::sys::prctl::set_child_subreaper(true).map_err(failed("prctl(PR_SET_CHILD_SUBREAPER)"))?;
     if !arm_parent_death_signal(parent, options)? {
-        return Ok(End::Killed);
+        return Ok(None);
     }
+    SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .map(Some)
+        .map_err(failed("signalfd"))
+}
+
+/// The command, ready to fork and execute.
+struct Prepared {
+    image: ExecImage,
+    /// What runs, as the `Started` frame reports it: with `--original-root` the original
+    /// of the command's name (a script's own, even when its interpreter's original is
+    /// what executes), else PROGRAM.
+    program: OsString,
+    /// Kept open until the fork: the interpreter reads the script through /dev/fd/N.
+    _script_fd: Option<OwnedFd>,
+}
+
+/// Resolves the program (its original, with `--original-root`), opens it and builds the
+/// image the child executes. `Ok(Err(message))`: there is no such program (exit 127).
+fn prepare(options: &Options) -> Result<Result<Prepared, String>, HelperError> {
     // Decoded before anything is opened, so a bad block fails before any side effect.
     let env = command_environment(options)?;
-
+    if let Some(fd) = options
+        .keep_fds
+        .iter()
+        .find(|&&fd| fcntl(fd, FcntlArg::F_GETFD).is_err())
+    {
+        return Err(HelperError {
+            what: format!("--keep-fds {fd}"),
+            cause: "not an open descriptor".into(),
+        });
+    }
     let mut program = options.program.clone();
+    let mut shown = options.program.clone();
     let mut argv_owned = options.argv.clone();
     // Descriptors the command keeps besides 0-2: the caller's `--keep-fds`, and the script
     // an interpreter reads through /dev/fd/N (kept open until the fork).
     let mut keep_fds = options.keep_fds.clone();
-    let mut _script_fd = None;
+    let mut script_fd = None;
     // With credentials the helper stays root for the whole supervision: it opens the
     // program (or the original) now, as root, and only the forked child drops to the
     // caller's identity, just before exec. A supervisor running as the agent's uid could
@@ -448,6 +539,7 @@ fn supervise(options: &Options) -> Result<End, HelperError> {
                     match original::resolve(Path::new(root), &options.program, &options.argv) {
                         Ok(resolved) => {
                             program = resolved.program;
+                            shown = resolved.original;
                             argv_owned = resolved.argv;
                             if resolved.program_fd_inherited {
                                 keep_fds.push(resolved.program_fd.as_raw_fd());
@@ -455,10 +547,10 @@ fn supervise(options: &Options) -> Result<End, HelperError> {
                             if let Some(script) = &resolved.script_fd {
                                 keep_fds.push(script.as_raw_fd());
                             }
-                            _script_fd = resolved.script_fd;
+                            script_fd = resolved.script_fd;
                             resolved.program_fd
                         }
-                        Err(original::OriginalError::NotFound(m)) => return Ok(End::NotFound(m)),
+                        Err(original::OriginalError::NotFound(m)) => return Ok(Err(m)),
                         Err(original::OriginalError::Unusable(m)) => {
                             return Err(HelperError {
                                 what: "cannot open the original".into(),
@@ -489,8 +581,6 @@ fn supervise(options: &Options) -> Result<End, HelperError> {
         None => (None, None),
     };
 
-    let signal_fd = SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
-        .map_err(failed("signalfd"))?;
     let argv: Vec<&OsStr> = argv_owned.iter().map(OsString::as_os_str).collect();
     let mut image = ExecImage::new(
         &program,
@@ -504,10 +594,6 @@ fn supervise(options: &Options) -> Result<End, HelperError> {
         what: "cannot execute the command".into(),
         cause: e.0,
     })?;
-    image.keep_only_fds(&keep_fds).map_err(|e| HelperError {
-        what: "cannot list the open descriptors".into(),
-        cause: e.to_string(),
-    })?;
     if let Some(dir) = &options.cgroup {
         image.join_cgroup(Path::new(dir)).map_err(|e| HelperError {
             what: "cannot use the cgroup".into(),
@@ -517,39 +603,14 @@ fn supervise(options: &Options) -> Result<End, HelperError> {
     if let Some(credentials) = &child_credentials {
         image.drop_privileges_to(credentials);
     }
-    let child = sys_process::spawn(&mut image).map_err(failed("fork"))?;
-    drop(image);
-    let cgroup = options.cgroup.as_deref().map(Path::new);
-    let deadline = options.time_limit.map(|limit| started + limit);
-
-    loop {
-        let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-        if remaining == Some(Duration::ZERO) {
-            kill_tree(&signal_fd, options.grace, cgroup);
-            return Ok(End::TimeLimit(options.time_limit.unwrap_or_default()));
-        }
-        wait_for_signals(&signal_fd, remaining);
-        let mut main_status = None;
-        while let Some(info) = read_signal(&signal_fd) {
-            match Signal::try_from(info.ssi_signo as i32) {
-                Ok(Signal::SIGUSR1) => {
-                    kill_tree(&signal_fd, options.grace, cgroup);
-                    return Ok(End::Killed);
-                }
-                Ok(Signal::SIGCHLD) => {
-                    if let Some(status) = reap(Some(child)).main_status {
-                        main_status = Some(status);
-                    }
-                }
-                Ok(signal) if main_status.is_none() => forward(child, signal),
-                _ => {}
-            }
-        }
-        if let Some(status) = main_status {
-            kill_tree(&signal_fd, options.grace, cgroup);
-            return Ok(End::Mirror(status));
-        }
-    }
+    // Nothing but 0-2, the caller's descriptors and the script reaches the command:
+    // nothing the helper inherited from its own parent leaks.
+    image.keep_only(keep_fds);
+    Ok(Ok(Prepared {
+        image,
+        program: shown,
+        _script_fd: script_fd,
+    }))
 }
 
 /// The command's environment: the decoded `--env-block`, or every variable of the helper.
@@ -848,6 +909,7 @@ mod tests {
                 original_root: None,
                 request_id: None,
                 no_parent_death: false,
+                framed: false,
                 env_block: None,
                 keep_fds: Vec::new(),
                 time_limit: None,

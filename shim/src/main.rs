@@ -6,12 +6,14 @@
 #![deny(unsafe_code)]
 
 mod cli;
+mod descriptors;
 mod exec_helper;
 mod request;
 mod session;
 mod stream;
 #[allow(unsafe_code)]
 mod sys;
+mod terminal;
 
 use std::io::Write;
 

@@ -1,16 +1,16 @@
 //! Building the `Request` for an intercepted call: argv, env and cwd byte-exact, the path
-//! of the shimmed tool that ran, and the facts about the shim's stdio.
+//! of the shimmed tool that ran, and what the shim's descriptors are.
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use clawrden_protocol::{Request, Tty, PARENT_REQUEST_ENV};
+use clawrden_protocol::{ExtraFd, FdKind, Request, Terminal, PARENT_REQUEST_ENV};
 use nix::fcntl::{fcntl, open, FcntlArg, OFlag};
 use nix::sys::stat::{fstat, stat, FileStat, Mode, SFlag};
 
-use crate::sys::term;
+use crate::descriptors;
 
 /// `PATH` used when the variable is unset (musl's execvp default).
 const DEFAULT_PATH: &str = "/usr/local/bin:/bin:/usr/bin";
@@ -18,17 +18,29 @@ const DEFAULT_PATH: &str = "/usr/local/bin:/bin:/usr/bin";
 /// What the shim found on its standard descriptors at start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Stdio {
-    /// fd 0 was open.
-    pub stdin_open: bool,
-    /// fd 0 is a terminal.
-    pub stdin_tty: bool,
+    /// Kinds of fds 0, 1 and 2.
+    pub kinds: [FdKind; 3],
 }
 
-/// Records which of fds 0, 1, 2 are open and points every closed one at /dev/null, so the
-/// warden socket can never land on a standard descriptor (where command output written
-/// to "stdout" would corrupt the protocol stream).
+impl Stdio {
+    /// The first standard descriptor that is a terminal: the one the command's PTY is
+    /// made like.
+    pub fn terminal_fd(&self) -> Option<u8> {
+        (0..3u8).find(|&i| self.kinds[i as usize] == FdKind::Terminal)
+    }
+
+    /// fd 0 was open.
+    pub fn stdin_open(&self) -> bool {
+        self.kinds[0] != FdKind::Closed
+    }
+}
+
+/// Records what fds 0, 1, 2 are and points every closed one at /dev/null, so the warden
+/// socket can never land on a standard descriptor (where command output written to
+/// "stdout" would corrupt the protocol stream).
 pub fn probe_stdio() -> Result<Stdio, String> {
-    let stdin_open = is_open(0) && !reopened_by_runtime(0);
+    let stdin_closed = !is_open(0) || reopened_by_runtime(0);
+    let mut kinds = [FdKind::Closed; 3];
     for fd in 0..=2 {
         if !is_open(fd) {
             // open() returns the lowest free descriptor, which is `fd` here.
@@ -37,13 +49,11 @@ pub fn probe_stdio() -> Result<Stdio, String> {
             if got != fd {
                 return Err(format!("fd {fd} is closed and could not be reopened"));
             }
+        } else if !(fd == 0 && stdin_closed) {
+            kinds[fd as usize] = descriptors::kind_of(fd);
         }
     }
-    let stdin_tty = stdin_open && nix::unistd::isatty(0).unwrap_or(false);
-    Ok(Stdio {
-        stdin_open,
-        stdin_tty,
-    })
+    Ok(Stdio { kinds })
 }
 
 fn is_open(fd: i32) -> bool {
@@ -65,18 +75,6 @@ fn reopened_by_runtime(fd: i32) -> bool {
             }
             _ => false,
         }
-}
-
-/// Terminal facts for the request: size of fd 0 (or fd 1), `$TERM` byte-exact.
-pub fn tty_facts(term_var: Option<&OsStr>) -> Tty {
-    let (rows, cols) = term::window_size(0)
-        .or_else(|_| term::window_size(1))
-        .unwrap_or((0, 0));
-    Tty {
-        rows,
-        cols,
-        term: term_var.map(|t| t.as_bytes().to_vec()).unwrap_or_default(),
-    }
 }
 
 /// Absolute path of the shimmed tool that ran. If `argv0` contains '/', it is made
@@ -125,12 +123,14 @@ pub struct Inputs {
     pub argv: Vec<OsString>,
     pub env: Vec<(OsString, OsString)>,
     pub cwd: PathBuf,
-    pub tty: Option<Tty>,
-    pub stdin_open: bool,
-    pub fds_attached: bool,
+    pub stdio: [FdKind; 3],
+    pub terminal: Option<Terminal>,
+    pub extra_fds: Vec<ExtraFd>,
+    pub extra_fds_dropped: u32,
 }
 
-/// Builds the request from `inputs`; pure, so the byte-exactness is testable.
+/// Builds the request from `inputs`; pure, so the byte-exactness is testable. Descriptors
+/// are attached whenever there is one to attach (see [`Request::attached_fds`]).
 pub fn build(inputs: Inputs) -> Request {
     let path_var = env_value(&inputs.env, "PATH");
     let tool_path = inputs
@@ -142,7 +142,7 @@ pub fn build(inputs: Inputs) -> Request {
     let parent_request = env_value(&inputs.env, PARENT_REQUEST_ENV)
         .filter(|v| !v.is_empty())
         .map(|v| v.to_string_lossy().into_owned());
-    Request {
+    let mut request = Request {
         argv: inputs.argv.into_iter().map(OsString::into_vec).collect(),
         tool_path,
         cwd: inputs.cwd.into_os_string().into_vec(),
@@ -151,11 +151,15 @@ pub fn build(inputs: Inputs) -> Request {
             .into_iter()
             .map(|(k, v)| (k.into_vec(), v.into_vec()))
             .collect(),
-        tty: inputs.tty,
-        stdin_open: inputs.stdin_open,
         parent_request,
-        fds_attached: inputs.fds_attached,
-    }
+        stdio: inputs.stdio,
+        terminal: inputs.terminal,
+        extra_fds: inputs.extra_fds,
+        extra_fds_dropped: inputs.extra_fds_dropped,
+        fds_attached: false,
+    };
+    request.fds_attached = !request.attached_fds().is_empty();
+    request
 }
 
 fn env_value<'a>(env: &'a [(OsString, OsString)], name: &str) -> Option<&'a OsStr> {
@@ -164,21 +168,25 @@ fn env_value<'a>(env: &'a [(OsString, OsString)], name: &str) -> Option<&'a OsSt
         .map(|(_, v)| v.as_os_str())
 }
 
-/// Gathers this process's argv/env/cwd/stdio facts into [`Inputs`]. Fds are attached
-/// when stdin is open and not a terminal (a terminal is streamed through a PTY instead).
+/// Gathers this process's argv/env/cwd/descriptor facts into [`Inputs`].
 pub fn gather(argv: Vec<OsString>, stdio: Stdio) -> Result<Inputs, String> {
     let cwd = std::env::current_dir().map_err(|e| {
         format!("cannot read the current directory: {e}; cd into an existing directory")
     })?;
     let env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
-    let tty = stdio.stdin_tty.then(|| tty_facts(env_value(&env, "TERM")));
+    let terminal = stdio
+        .terminal_fd()
+        .map(|fd| descriptors::terminal_of(fd, env_value(&env, "TERM").map(OsStr::as_bytes)))
+        .transpose()?;
+    let (extra_fds, extra_fds_dropped) = descriptors::inheritable_extra_fds();
     Ok(Inputs {
         argv,
         env,
         cwd,
-        tty,
-        stdin_open: stdio.stdin_open,
-        fds_attached: stdio.stdin_open && !stdio.stdin_tty,
+        stdio: stdio.kinds,
+        terminal,
+        extra_fds,
+        extra_fds_dropped,
     })
 }
 
@@ -260,9 +268,13 @@ mod tests {
                 (raw(b"CLAWRDEN_PARENT_REQUEST"), raw(b"req-17")),
             ],
             cwd: PathBuf::from(raw(b"/w/\xe9t\xe9")),
-            tty: None,
-            stdin_open: true,
-            fds_attached: true,
+            stdio: [FdKind::Pipe, FdKind::Pipe, FdKind::File],
+            terminal: None,
+            extra_fds: vec![ExtraFd {
+                fd: 63,
+                kind: FdKind::Pipe,
+            }],
+            extra_fds_dropped: 0,
         };
         let r = build(inputs);
         assert_eq!(
@@ -279,7 +291,8 @@ mod tests {
             ]
         );
         assert_eq!(r.parent_request.as_deref(), Some("req-17"));
-        assert!(r.stdin_open && r.fds_attached && r.tty.is_none());
+        assert!(r.stdin_open() && r.fds_attached && r.terminal.is_none());
+        assert_eq!(r.attached_fds(), vec![0, 1, 2, 63]);
         // And it survives the wire unchanged.
         let mut frame = Vec::new();
         clawrden_protocol::Message::Request(r.clone())
@@ -291,28 +304,38 @@ mod tests {
     }
 
     #[test]
-    fn empty_parent_request_is_absent() {
+    fn empty_parent_request_is_absent_and_a_terminal_is_not_attached() {
+        let terminal = Terminal {
+            termios: clawrden_protocol::Termios {
+                iflag: 1,
+                oflag: 2,
+                cflag: 3,
+                lflag: 4,
+                cc: vec![3, 28],
+            },
+            size: clawrden_protocol::WinSize {
+                rows: 24,
+                cols: 80,
+                xpixel: 0,
+                ypixel: 0,
+            },
+            term: b"xterm".to_vec(),
+        };
         let inputs = Inputs {
             argv: vec!["/x".into()],
             env: vec![("CLAWRDEN_PARENT_REQUEST".into(), "".into())],
             cwd: "/".into(),
-            tty: Some(Tty {
-                rows: 24,
-                cols: 80,
-                term: b"xterm".to_vec(),
-            }),
-            stdin_open: true,
-            fds_attached: false,
+            stdio: [FdKind::Terminal, FdKind::Terminal, FdKind::Terminal],
+            terminal: Some(terminal.clone()),
+            extra_fds: Vec::new(),
+            extra_fds_dropped: 0,
         };
         let r = build(inputs);
         assert_eq!(r.parent_request, None);
-        assert_eq!(
-            r.tty,
-            Some(Tty {
-                rows: 24,
-                cols: 80,
-                term: b"xterm".to_vec()
-            })
+        assert_eq!(r.terminal, Some(terminal));
+        assert!(
+            !r.fds_attached,
+            "nothing to attach when every descriptor is the terminal"
         );
     }
 }

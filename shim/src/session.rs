@@ -5,22 +5,23 @@
 use std::collections::HashSet;
 use std::ffi::OsString;
 use std::io::{self, IoSlice, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clawrden_protocol::{
-    read_message, Action, ErrorKind, Message, ProtocolError, DEFAULT_SOCKET, EXIT_DENIED,
+    read_message, Action, ErrorKind, FdKind, Message, ProtocolError, DEFAULT_SOCKET, EXIT_DENIED,
     EXIT_UNAVAILABLE, SOCKET_ENV,
 };
 use nix::errno::Errno;
 use nix::sys::socket::{send, sendmsg, ControlMessage, MsgFlags, UnixAddr};
 
+use crate::descriptors;
 use crate::request;
 use crate::stream::{self, Mode};
 use crate::sys::signals::{self, SignalChannel};
-use crate::sys::term::RawMode;
+use crate::terminal::{CallerTerminal, Takeover};
 
 /// Environment variable overriding how long the shim waits for the warden's `Hello`
 /// (milliseconds, 1..=3600000). Meant for tests and slow hosts; default 10 s.
@@ -113,15 +114,30 @@ fn run(argv: Vec<OsString>, socket: &std::path::Path) -> Outcome {
         Ok(t) => t,
         Err(e) => return Outcome::Local(e),
     };
-    let inputs = match request::gather(argv, stdio) {
+    let mut inputs = match request::gather(argv, stdio) {
         Ok(i) => i,
         Err(e) => return Outcome::Local(format!("cannot forward this call: {e}")),
     };
-    let fds_attached = inputs.fds_attached;
-    let stdin_open = inputs.stdin_open;
-    let tty = inputs.tty.is_some();
+    // In the terminal's background (`CMD &`, `timeout CMD`) the shim leaves the terminal
+    // alone: no keystrokes are read, no setting is changed. The command's PTY then does
+    // no output processing of its own, so the caller's terminal does it, once.
+    let foreground = stdio
+        .terminal_fd()
+        .is_none_or(descriptors::may_change_terminal);
+    if let (false, Some(terminal)) = (foreground, inputs.terminal.as_mut()) {
+        terminal.termios.oflag &= !libc::OPOST;
+    }
+    let stdio_kinds = inputs.stdio;
+    let started_termios = inputs.terminal.as_ref().map(|t| t.termios.clone());
+    let request = request::build(inputs);
+    let fds_attached = request.fds_attached;
+    let attached: Vec<RawFd> = request
+        .attached_fds()
+        .iter()
+        .map(|&fd| fd as RawFd)
+        .collect();
     let mut frame = Vec::new();
-    if let Err(e) = Message::Request(request::build(inputs)).encode(&mut frame) {
+    if let Err(e) = Message::Request(request).encode(&mut frame) {
         return Outcome::Local(format!(
             "cannot forward this call: {e}; the command line and environment are too large"
         ));
@@ -138,7 +154,7 @@ fn run(argv: Vec<OsString>, socket: &std::path::Path) -> Outcome {
         return outcome;
     }
     let sent = if fds_attached {
-        send_with_stdio_fds(&stream, &frame)
+        send_with_fds(&stream, &frame, &attached)
     } else {
         send_all(&stream, &frame)
     };
@@ -161,25 +177,49 @@ fn run(argv: Vec<OsString>, socket: &std::path::Path) -> Outcome {
         Ok(s) => s,
         Err(e) => return Outcome::Local(format!("cannot set up signal forwarding: {e}")),
     };
-    let mut raw = None;
-    if tty && !uses_fds {
-        match RawMode::enter() {
-            Ok(r) => raw = Some(r),
-            Err(e) => {
-                return Outcome::Local(format!(
-                    "cannot put the terminal on stdin into raw mode: {e}"
-                ))
-            }
+    // Keystrokes go to the command only when its stdin is the terminal and the shim is in
+    // its foreground; any other stdin is either handed over (uses_fds) or streamed (a
+    // closed one as an immediate EOF).
+    let forward_stdin = if stdio_kinds[0] == FdKind::Terminal {
+        foreground
+    } else {
+        !uses_fds
+    };
+    let mut caller = None;
+    let mut typed_ahead = Vec::new();
+    if let (Some(fd), Some(started)) = (stdio.terminal_fd(), started_termios) {
+        let out = if stdio_kinds[1] == FdKind::Terminal || stdio_kinds[2] == FdKind::Terminal {
+            None
+        } else {
+            descriptors::writable_stdin_terminal()
+        };
+        let output_fd = match (stdio_kinds[1], stdio_kinds[2]) {
+            (FdKind::Terminal, _) => 1,
+            (_, FdKind::Terminal) => 2,
+            _ => fd,
+        };
+        let mut terminal = CallerTerminal::new(fd, output_fd, out, started, foreground);
+        let how = if stdio_kinds[0] == FdKind::Terminal && forward_stdin {
+            typed_ahead = terminal.drain_typed_ahead();
+            Takeover::Raw
+        } else {
+            Takeover::Output
+        };
+        if let Err(e) = terminal.take_over(how) {
+            return Outcome::Local(format!(
+                "cannot switch off the processing of the terminal on fd {fd}: {e}"
+            ));
         }
+        caller = Some(terminal);
     }
     let mode = Mode {
-        forward_stdin: !uses_fds,
-        stdin_open,
-        tty,
+        forward_stdin,
+        stdin_open: stdio.stdin_open(),
+        resize: caller.is_some(),
     };
-    let outcome = stream::pump(&stream, mode, &signals);
-    if let Some(mut r) = raw {
-        r.restore();
+    let outcome = stream::pump(&stream, mode, typed_ahead, &signals, caller.as_mut());
+    if let Some(mut t) = caller {
+        t.settle();
     }
     outcome
 }
@@ -312,11 +352,10 @@ pub fn send_all(stream: &UnixStream, mut buf: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// Sends `frame` with fds 0, 1, 2 attached (SCM_RIGHTS) to its first bytes, then the
-/// remainder with plain sends.
-fn send_with_stdio_fds(stream: &UnixStream, frame: &[u8]) -> io::Result<()> {
-    let fds = [0, 1, 2];
-    let cmsg = [ControlMessage::ScmRights(&fds)];
+/// Sends `frame` with `fds` attached (SCM_RIGHTS) to its first bytes, then the remainder
+/// with plain sends.
+fn send_with_fds(stream: &UnixStream, frame: &[u8], fds: &[RawFd]) -> io::Result<()> {
+    let cmsg = [ControlMessage::ScmRights(fds)];
     loop {
         match sendmsg::<UnixAddr>(
             stream.as_raw_fd(),

@@ -1,5 +1,7 @@
 //! The I/O loop after an allow: stdin -> `Stdin` frames, `Stdout`/`Stderr` frames -> fds
-//! 1 and 2, signals -> `Signal`/`Resize`, until the command's outcome arrives.
+//! 1 and 2, `TtyOut` frames (the command's terminal) -> the caller's terminal, `Termios`
+//! frames -> remembered for the end of the call, signals -> `Signal`/`Resize`, until the
+//! command's outcome arrives.
 //!
 //! One poll(2) over the socket, the signalfd and (while wanted) stdin. The socket is
 //! non-blocking and written only from a bounded outgoing buffer, while its input is
@@ -28,6 +30,7 @@ use nix::sys::socket::{send, MsgFlags};
 use crate::session::Outcome;
 use crate::sys::signals::SignalChannel;
 use crate::sys::term;
+use crate::terminal::CallerTerminal;
 
 /// Largest frame the shim sends or accepts while streaming.
 const FRAME_MAX: usize = HEADER_LEN + MAX_IO_PAYLOAD as usize;
@@ -39,16 +42,24 @@ const READS_PER_WAKE: usize = 16;
 /// What this call streams.
 #[derive(Clone, Copy, Debug)]
 pub struct Mode {
-    /// Stream stdin as frames (false when the warden uses the passed fds).
+    /// Stream stdin as frames (false when the warden uses the passed fds, unless stdin is
+    /// the terminal).
     pub forward_stdin: bool,
     /// fd 0 was open at start.
     pub stdin_open: bool,
-    /// stdin is a terminal: SIGWINCH becomes `Resize`.
-    pub tty: bool,
+    /// The command has a terminal: SIGWINCH becomes `Resize`.
+    pub resize: bool,
 }
 
-/// Runs the loop until the command's outcome (or the warden's loss).
-pub fn pump(sock: &UnixStream, mode: Mode, signals: &SignalChannel) -> Outcome {
+/// Runs the loop until the command's outcome (or the warden's loss). `typed_ahead` goes
+/// to the command first; `caller` is the caller's terminal when the command has one.
+pub fn pump(
+    sock: &UnixStream,
+    mode: Mode,
+    typed_ahead: Vec<u8>,
+    signals: &SignalChannel,
+    caller: Option<&mut CallerTerminal>,
+) -> Outcome {
     if let Err(e) = sock.set_nonblocking(true) {
         return unavailable(format!("cannot configure the socket: {e}"));
     }
@@ -59,14 +70,17 @@ pub fn pump(sock: &UnixStream, mode: Mode, signals: &SignalChannel) -> Outcome {
         inbuf: Vec::with_capacity(2 * FRAME_MAX),
         chunk: vec![0; MAX_IO_PAYLOAD as usize],
         stdin_reading: mode.forward_stdin && mode.stdin_open,
-        tty: mode.tty,
+        resize: mode.resize,
+        caller,
         stdout_ok: true,
         stderr_ok: true,
+        tty_ok: true,
         peer_gone: false,
     };
     if mode.forward_stdin && !mode.stdin_open {
         pump.queue(&Message::StdinEof);
     }
+    write_chunks(&mut pump.out, Kind::Stdin, &typed_ahead);
     loop {
         if let Some(outcome) = pump.step(signals) {
             return outcome;
@@ -82,7 +96,7 @@ fn closed_early() -> Outcome {
     unavailable("connection closed before the command finished")
 }
 
-struct Pump<'a> {
+struct Pump<'a, 'c> {
     sock: &'a UnixStream,
     /// Encoded frames for the warden; `out[out_pos..]` is still unsent.
     out: Vec<u8>,
@@ -91,14 +105,16 @@ struct Pump<'a> {
     inbuf: Vec<u8>,
     chunk: Vec<u8>,
     stdin_reading: bool,
-    tty: bool,
+    resize: bool,
+    caller: Option<&'c mut CallerTerminal>,
     stdout_ok: bool,
     stderr_ok: bool,
+    tty_ok: bool,
     /// Sending failed: the warden closed its side. Keep reading until its end of stream.
     peer_gone: bool,
 }
 
-impl Pump<'_> {
+impl Pump<'_, '_> {
     fn pending_out(&self) -> usize {
         self.out.len() - self.out_pos
     }
@@ -162,11 +178,14 @@ impl Pump<'_> {
     fn forward_signals(&mut self, signals: &SignalChannel) -> io::Result<()> {
         while let Some(signo) = signals.next()? {
             if signo == libc::SIGWINCH {
-                if self.tty {
-                    let (rows, cols) = term::window_size(0)
-                        .or_else(|_| term::window_size(1))
-                        .unwrap_or((0, 0));
-                    self.queue(&Message::Resize { rows, cols });
+                if self.resize {
+                    let size = (0..3)
+                        .find_map(|fd| term::window_size(fd).ok())
+                        .unwrap_or_default();
+                    self.queue(&Message::Resize {
+                        rows: size.rows,
+                        cols: size.cols,
+                    });
                 }
             } else {
                 self.queue(&Message::Signal(signo));
@@ -261,7 +280,13 @@ impl Pump<'_> {
                     };
                 if !matches!(
                     header.kind,
-                    Kind::Stdout | Kind::Stderr | Kind::Exit | Kind::Signaled | Kind::Error
+                    Kind::Stdout
+                        | Kind::Stderr
+                        | Kind::TtyOut
+                        | Kind::Termios
+                        | Kind::Exit
+                        | Kind::Signaled
+                        | Kind::Error
                 ) {
                     break Some(unavailable(ProtocolError::Unexpected {
                         got: header.kind,
@@ -311,6 +336,29 @@ impl Pump<'_> {
                 }
             }
             Message::Stdout(_) | Message::Stderr(_) => None,
+            Message::TtyOut(bytes) if self.tty_ok => {
+                let Some(caller) = self.caller.as_deref_mut() else {
+                    return Some(unavailable(
+                        "the warden sent terminal output for a call without a terminal",
+                    ));
+                };
+                caller.keep_output_raw();
+                if write_fd(caller.output_fd(), &bytes).is_err() {
+                    // EIO from a hung-up terminal and similar: nobody sees it any more.
+                    self.tty_ok = false;
+                }
+                None
+            }
+            Message::TtyOut(_) => None,
+            Message::Termios(settings) => match self.caller.as_deref_mut() {
+                Some(caller) => {
+                    caller.command_settings(settings);
+                    None
+                }
+                None => Some(unavailable(
+                    "the warden sent terminal settings for a call without a terminal",
+                )),
+            },
             Message::Exit(code) if (0..=255).contains(&code) => Some(Outcome::Exited(code)),
             Message::Exit(code) => Some(unavailable(format!(
                 "exit status {code} from the warden is out of range 0..=255"

@@ -15,8 +15,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use clawrden_protocol::{
-    decode_frame, read_message, write_chunks, write_message, Action, Decision, ErrorKind, Kind,
-    Message, Request, PARENT_REQUEST_ENV, SOCKET_ENV,
+    decode_frame, read_message, write_chunks, write_message, Action, Decision, ErrorKind, ExtraFd,
+    FdKind, Kind, Message, Request, Termios, PARENT_REQUEST_ENV, SOCKET_ENV,
 };
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
@@ -57,6 +57,7 @@ struct FakeWarden {
 impl FakeWarden {
     /// Accepts one connection and hands the raw stream to `script` (no handshake).
     fn raw(script: impl FnOnce(UnixStream) + Send + 'static) -> FakeWarden {
+        keep_own_descriptors_from_children();
         let scratch = Scratch::new();
         let socket = scratch.dir.join("warden.sock");
         let listener = UnixListener::bind(&socket).unwrap();
@@ -109,6 +110,39 @@ impl FakeWarden {
         if let Err(panic) = self.thread.take().unwrap().join() {
             std::panic::resume_unwind(panic);
         }
+    }
+}
+
+/// Marks every descriptor of this test process above 2 close-on-exec, once: the test
+/// runner may leave some inheritable, and the shim would report (and attach) them as the
+/// caller's, as it must. Tests that want the shim to get one open it on purpose.
+fn keep_own_descriptors_from_children() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let fds: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .filter(|&fd| fd > 2)
+            .collect();
+        for fd in fds {
+            let _ = nix::fcntl::fcntl(
+                fd,
+                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+            );
+        }
+    });
+}
+
+/// The settings of a terminal, as the protocol carries them.
+fn termios_of(fd: &impl AsFd) -> Termios {
+    let t: libc::termios = nix::sys::termios::tcgetattr(fd.as_fd()).unwrap().into();
+    Termios {
+        iflag: t.c_iflag,
+        oflag: t.c_oflag,
+        cflag: t.c_cflag,
+        lflag: t.c_lflag,
+        cc: t.c_cc.to_vec(),
     }
 }
 
@@ -223,9 +257,9 @@ fn one_mebibyte_of_stdin_is_forwarded_exactly_while_output_flows_back() {
     let input: Vec<u8> = (0..(1u32 << 20)).map(|i| (i * 7 % 251) as u8).collect();
     let expected = input.clone();
     let warden = FakeWarden::serve(move |stream, request| {
-        assert!(request.stdin_open);
+        assert!(request.stdin_open());
         assert!(request.fds_attached);
-        assert_eq!(request.tty, None);
+        assert_eq!(request.terminal, None);
         send(stream, allow());
         // Echo every chunk straight back with blocking writes: a shim that stopped
         // draining its socket while pushing stdin would deadlock here.
@@ -480,7 +514,7 @@ fn receive_request_with_fds(stream: &mut UnixStream) -> (Request, Vec<RawFd>) {
     let mut buf = vec![0u8; 64 * 1024];
     let mut frame = Vec::new();
     loop {
-        let mut cmsg = nix::cmsg_space!([RawFd; 3]);
+        let mut cmsg = nix::cmsg_space!([RawFd; 8]);
         let n = {
             let mut iov = [IoSliceMut::new(&mut buf)];
             let msg = recvmsg::<UnixAddr>(
@@ -612,7 +646,7 @@ fn version_and_usage() {
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(
         String::from_utf8(out.stdout).unwrap(),
-        format!("clawrden-shim {} (protocol 1)\n", env!("CARGO_PKG_VERSION"))
+        format!("clawrden-shim {} (protocol 2)\n", env!("CARGO_PKG_VERSION"))
     );
     let out = Command::new(SHIM).arg("--bogus").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
@@ -650,19 +684,19 @@ fn terminal_stdin_is_raw_while_streaming_and_restored_after() {
         .local_flags
         .contains(LocalFlags::ICANON | LocalFlags::ISIG));
 
-    let warden = FakeWarden::serve(|stream, request| {
+    let before_settings = termios_of(&pty.slave);
+    let warden = FakeWarden::serve(move |stream, request| {
+        let terminal = request.terminal.expect("the caller's terminal");
         assert_eq!(
-            request.tty,
-            Some(clawrden_protocol::Tty {
-                rows: 33,
-                cols: 101,
-                term: b"xterm-test".to_vec()
-            })
+            (terminal.size.rows, terminal.size.cols, terminal.term),
+            (33, 101, b"xterm-test".to_vec())
         );
+        assert_eq!(terminal.termios, before_settings);
+        assert_eq!(request.stdio, [FdKind::Terminal; 3]);
         assert!(!request.fds_attached);
         send(stream, allow());
         // Output flows only once the shim streams, i.e. after it switched to raw mode.
-        send(stream, Message::Stdout(b"ready".to_vec()));
+        send(stream, Message::TtyOut(b"ready".to_vec()));
         // Raw mode: Ctrl-C arrives as a byte, not as a signal to the shim.
         assert_eq!(read_message(stream).unwrap(), Some(Message::Stdin(vec![3])));
         let pid = getsockopt(&*stream, PeerCredentials).unwrap().pid();
@@ -677,7 +711,7 @@ fn terminal_stdin_is_raw_while_streaming_and_restored_after() {
         );
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
         assert_eq!(read_message(stream).unwrap(), Some(Message::Signal(2)));
-        send(stream, Message::Stdout(b"ok".to_vec()));
+        send(stream, Message::TtyOut(b"ok".to_vec()));
         send(stream, Message::Exit(0));
         hold_until_shim_exits(stream);
     });
@@ -766,10 +800,11 @@ fn broken_stdout_pipe_kills_the_shim_with_sigpipe() {
 }
 
 #[test]
-fn closed_stdin_is_reported_and_ends_at_once_without_passing_fds() {
+fn closed_stdin_is_reported_and_ends_at_once() {
     let warden = FakeWarden::serve(|stream, request| {
-        assert!(!request.stdin_open);
-        assert!(!request.fds_attached);
+        assert!(!request.stdin_open());
+        assert_eq!(request.stdio, [FdKind::Closed, FdKind::Pipe, FdKind::Pipe]);
+        assert_eq!(request.attached_fds(), [1, 2]);
         send(stream, allow());
         assert_eq!(read_message(stream).unwrap(), Some(Message::StdinEof));
         send(stream, Message::Exit(0));
@@ -784,4 +819,156 @@ fn closed_stdin_is_reported_and_ends_at_once_without_passing_fds() {
     warden.finish();
     assert_eq!(stderr_of(&out), "");
     assert_eq!(out.status.code(), Some(0));
+}
+
+/// A pseudo-terminal pair of 24 x 80 whose descriptors stay out of other tests' children.
+fn test_pty() -> nix::pty::OpenptyResult {
+    let size = nix::pty::Winsize {
+        ws_row: 24,
+        ws_col: 80,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let pty = nix::pty::openpty(Some(&size), None).unwrap();
+    for fd in [pty.master.as_raw_fd(), pty.slave.as_raw_fd()] {
+        nix::fcntl::fcntl(
+            fd,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        )
+        .unwrap();
+    }
+    pty
+}
+
+#[test]
+fn the_callers_terminal_ends_with_the_settings_the_command_left() {
+    let pty = test_pty();
+    let before = termios_of(&pty.slave);
+    let mut left = before.clone();
+    left.lflag &= !(libc::ECHO | libc::ICANON);
+    left.cc[libc::VINTR] = 0x18;
+    let sent = left.clone();
+    let warden = FakeWarden::serve(move |stream, _| {
+        send(stream, allow());
+        // As `stty -echo -icanon intr ^X` in the command would make its PTY.
+        send(stream, Message::Termios(sent));
+        send(stream, Message::Exit(0));
+        hold_until_shim_exits(stream);
+    });
+    let mut cmd = warden.shim_run(&["stty", "-echo", "-icanon", "intr", "^X"]);
+    cmd.stdin(pty.slave.try_clone().unwrap())
+        .stdout(pty.slave.try_clone().unwrap())
+        .stderr(pty.slave.try_clone().unwrap());
+    let status = cmd.status().unwrap();
+    warden.finish();
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(termios_of(&pty.slave), left);
+}
+
+#[test]
+fn terminal_output_on_a_terminal_stdout_is_not_processed_twice() {
+    let pty = test_pty();
+    let before = termios_of(&pty.slave);
+    assert_ne!(before.oflag & libc::ONLCR, 0);
+    let warden = FakeWarden::serve(move |stream, request| {
+        assert_eq!(
+            request.stdio,
+            [FdKind::Other, FdKind::Terminal, FdKind::Terminal]
+        );
+        // stdin (/dev/null) is handed over; only the terminal streams.
+        assert_eq!(request.attached_fds(), [0]);
+        send(stream, decision(Action::Allow, "rule test allows", true));
+        // What the command's PTY (with the caller's onlcr) made of "a\nb\n".
+        send(stream, Message::TtyOut(b"a\r\nb\r\n".to_vec()));
+        send(stream, Message::Exit(0));
+        hold_until_shim_exits(stream);
+    });
+    let mut cmd = warden.shim_run(&["printf", "a\\nb\\n"]);
+    cmd.stdout(pty.slave.try_clone().unwrap())
+        .stderr(pty.slave.try_clone().unwrap());
+    let status = cmd.status().unwrap();
+    warden.finish();
+    assert_eq!(status.code(), Some(0));
+    let mut master = std::fs::File::from(pty.master);
+    assert_eq!(read_pty(&mut master), b"a\r\nb\r\n");
+    assert_eq!(termios_of(&pty.slave), before, "the terminal is restored");
+}
+
+#[test]
+fn an_end_of_file_typed_before_the_call_reaches_the_command_as_eof_not_as_a_nul() {
+    let pty = test_pty();
+    let mut master = std::fs::File::from(pty.master.try_clone().unwrap());
+    // Ctrl-D (what `script` types when its own input ends) arrives while the terminal is
+    // still in canonical mode: the terminal keeps an end-of-file mark in its input.
+    master.write_all(&[4]).unwrap();
+    let warden = FakeWarden::serve(move |stream, _| {
+        send(stream, allow());
+        // The mark comes through as the terminal's VEOF character, which the command's
+        // PTY (in the same mode) turns back into end of file; never as a NUL byte.
+        assert_eq!(read_message(stream).unwrap(), Some(Message::Stdin(vec![4])));
+        send(stream, Message::Exit(0));
+        hold_until_shim_exits(stream);
+    });
+    let mut cmd = warden.shim_run(&["python3", "-c", "print(1)"]);
+    cmd.stdin(pty.slave.try_clone().unwrap())
+        .stdout(pty.slave.try_clone().unwrap())
+        .stderr(pty.slave.try_clone().unwrap());
+    let status = cmd.status().unwrap();
+    warden.finish();
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn descriptors_above_2_are_described_and_attached_in_order() {
+    let scratch = Scratch::new();
+    let file = scratch.dir.join("three");
+    std::fs::write(&file, b"3").unwrap();
+    let warden = FakeWarden::raw(|mut stream| {
+        let (request, fds) = receive_request_with_fds(&mut stream);
+        assert_eq!(request.stdio, [FdKind::Other, FdKind::Pipe, FdKind::Pipe]);
+        assert_eq!(
+            request.extra_fds,
+            [
+                ExtraFd {
+                    fd: 3,
+                    kind: FdKind::File
+                },
+                ExtraFd {
+                    fd: 9,
+                    kind: FdKind::Pipe
+                },
+                // bash leaves the process substitution's own descriptor open too.
+                ExtraFd {
+                    fd: 63,
+                    kind: FdKind::Pipe
+                }
+            ]
+        );
+        assert_eq!(request.extra_fds_dropped, 0);
+        assert_eq!(request.attached_fds(), [0, 1, 2, 3, 9, 63]);
+        assert_eq!(fds.len(), 6);
+        let mut three = String::new();
+        std::fs::File::open(format!("/proc/self/fd/{}", fds[3]))
+            .unwrap()
+            .read_to_string(&mut three)
+            .unwrap();
+        assert_eq!(three, "3");
+        for fd in fds {
+            nix::unistd::close(fd).unwrap();
+        }
+        send(&mut stream, decision(Action::Deny, "seen", false));
+    });
+    let mut cmd = Command::new("/bin/bash");
+    warden.configure(&mut cmd);
+    let out = cmd
+        .args([
+            "-c",
+            "exec \"$0\" run -- cat 3<\"$1\" 9< <(echo nine)",
+            SHIM,
+            file.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    warden.finish();
+    assert_eq!(stderr_of(&out), "clawrden: denied: seen\n");
 }

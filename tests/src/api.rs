@@ -807,10 +807,8 @@ pub fn raw_ask_send(socket: &Path, argv: &[&str], cwd: &str) -> UnixStream {
         tool_path: Vec::new(),
         cwd: cwd.as_bytes().to_vec(),
         env: vec![(b"PATH".to_vec(), b"/usr/bin:/bin".to_vec())],
-        tty: None,
-        stdin_open: false,
         parent_request: None,
-        fds_attached: false,
+        ..Default::default()
     };
     write_message(&mut s, &Message::hello()).expect("send Hello");
     write_message(&mut s, &Message::Request(request)).expect("send Request");

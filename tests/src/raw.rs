@@ -18,10 +18,8 @@ pub fn raw_request(argv: &[&[u8]]) -> Request {
         tool_path: Vec::new(),
         cwd: b"/".to_vec(),
         env: vec![(b"PATH".to_vec(), b"/usr/bin:/bin".to_vec())],
-        tty: None,
-        stdin_open: false,
         parent_request: None,
-        fds_attached: false,
+        ..Request::default()
     }
 }
 

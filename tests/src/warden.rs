@@ -504,6 +504,36 @@ impl TestWarden {
         )
     }
 
+    /// Runs `call` through the shim from a caller that has only descriptors 0, 1 and 2
+    /// open (as `subprocess` with `close_fds`, the default, starts its commands): a bash
+    /// closes every other descriptor it inherited from the test runner, then execs the
+    /// shim. The shim passes a caller's open descriptors on (README, "What the agent
+    /// sees"), so without this the runner's own would reach the command.
+    pub fn run_from_clean_caller(&self, call: &Call) -> Output {
+        const CLOSE_THEN_EXEC: &str = r#"for fd in /proc/$$/fd/*; do n=${fd##*/}; if [ "$n" -gt 2 ]; then eval "exec $n>&-"; fi; done; exec "$@""#;
+        let shim = self.shim_command(call);
+        let mut cmd = Command::new("/bin/bash");
+        cmd.arg("-c")
+            .arg(CLOSE_THEN_EXEC)
+            .arg("bash")
+            .arg(shim.get_program())
+            .args(shim.get_args())
+            .env_clear();
+        for (k, v) in shim.get_envs() {
+            if let Some(v) = v {
+                cmd.env(k, v);
+            }
+        }
+        if let Some(dir) = shim.get_current_dir() {
+            cmd.current_dir(dir);
+        }
+        run::run_command(
+            cmd,
+            &call.stdin,
+            &format!("shim {} {:?} from a clean caller", call.tool, call.args),
+        )
+    }
+
     /// Runs `call` through the shim to completion.
     pub fn run(&self, call: &Call) -> Output {
         run::run_command(

@@ -10,8 +10,9 @@
 //!   original that spawned them: all fail, because binary originals are execute-only;
 //! - the caller's environment reaches the command (VIRTUAL_ENV, GIT_AUTHOR_*) but never
 //!   the root exec-helper's own environment;
-//! - `kill -9` of the warden in the middle of a call leaves the command running under its
-//!   root helper; the restarted warden kills it and says so in the audit.
+//! - `kill -9` of the warden in the middle of a call takes the command along (the helper's
+//!   channel ends); a helper that did not notice is killed by the restarted warden, which
+//!   says so in the audit.
 //!
 //! Needs a Docker engine (skips without one unless CLAWRDEN_REQUIRE_DOCKER=1), root, the
 //! static shim (`cargo build --release -p clawrden-shim --target x86_64-unknown-linux-musl`)
@@ -24,6 +25,7 @@ use clawrden_e2e::docker::{
     MirrorWarden,
 };
 use clawrden_e2e::{argv_strings, decode_bytes, AuditEvent};
+use clawrden_protocol::channel::{ChannelFrame, ChannelMsg, Start, StdioPlan};
 use clawrden_protocol::{decode_frame, Action, Message, Request, MAGIC, VERSION};
 use serde_json::Value;
 
@@ -175,7 +177,13 @@ fn a_forged_tool_path_runs_the_original_of_argv0_and_the_victim_survives() {
         request.raw
     );
     let start = events.iter().find(|e| e.event() == "start").unwrap();
-    assert_eq!(start.str_field("program"), Some("cat"), "{}", start.raw);
+    // What ran, as the helper reports it: the original it found for the name `cat`.
+    assert_eq!(
+        start.str_field("program"),
+        Some("/usr/lib/clawrden/originals/usr/bin/cat"),
+        "{}",
+        start.raw
+    );
     assert_eq!(start.get("run_uid").and_then(Value::as_u64), Some(1000));
 }
 
@@ -422,8 +430,8 @@ fn the_callers_environment_reaches_the_command_never_the_root_helper() {
                 "CLAWRDEN_SOCKET",
                 "PROBE_VAR"
             ],
-            "{test}: the command's environment (the warden adds the parent link and its \
-             secret for nested calls)"
+            "{test}: the command's environment (with the warden's parent-link secret, by \
+             which its nested calls prove where they come from)"
         );
     });
 }
@@ -439,12 +447,72 @@ done
 exit 1
 "#;
 
+/// A root exec-helper for request `id` running `tail -f /dev/null TOKEN` in `c`, started
+/// by hand with `docker exec` so that its channel stays open (the test holds the exec's
+/// stdin): a helper that did not notice its warden die. Returns the `docker exec` child.
+fn stand_in_helper(c: &Container, id: &str, token: &str) -> std::process::Child {
+    use std::io::Write;
+    let mut child = std::process::Command::new("docker")
+        .args(["exec", "-i", "--user", "0:0", c.name()])
+        .args([
+            "/usr/lib/clawrden/bin/clawrden-shim",
+            "exec-helper",
+            "--original-root",
+            "/usr/lib/clawrden/originals",
+            "--uid",
+            "1000",
+            "--gid",
+            "1000",
+            "--request-id",
+            id,
+            "--no-parent-death",
+            "--framed",
+            "--",
+            "tail",
+            "tail",
+            "-f",
+            "/dev/null",
+            token,
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("docker exec the stand-in helper");
+    let mut start = Vec::new();
+    ChannelFrame::single(ChannelMsg::Start(Start {
+        stdio: [StdioPlan::Pipe; 3],
+        terminal: None,
+    }))
+    .encode(&mut start)
+    .unwrap();
+    let stdin = child.stdin.as_mut().expect("the exec's stdin");
+    stdin.write_all(&start).unwrap();
+    stdin.flush().unwrap();
+    child
+}
+
+/// Whether none of `pids` runs any more in `c` within `limit` (polled).
+fn gone_within(c: &Container, pids: &[&str], limit: Duration) -> bool {
+    let began = Instant::now();
+    loop {
+        if !c.sh("root", RUNNING, pids).unwrap().success() {
+            return true;
+        }
+        if began.elapsed() > limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
-fn a_warden_killed_mid_call_kills_the_command_when_it_restarts_and_audits_it() {
-    let test = "a_warden_killed_mid_call_kills_the_command_when_it_restarts_and_audits_it";
+fn a_warden_killed_mid_call_takes_its_command_along_and_a_restart_kills_any_leftover() {
+    let test = "a_warden_killed_mid_call_takes_its_command_along_and_a_restart_kills_any_leftover";
     let Some((mut warden, c)) = prisoner(test, "bookworm", &["tail", "cat"]) else {
         return;
     };
+    let mut stand_in = None;
     std::thread::scope(|scope| {
         let call = scope.spawn(|| c.exec("agent", &["tail", "-f", "/dev/null", "crash-token"]));
         let found = c
@@ -459,31 +527,35 @@ fn a_warden_killed_mid_call_kills_the_command_when_it_restarts_and_audits_it() {
             Some(125),
             "{test}: the shim of a killed warden: {out:?}"
         );
-        // The premise: the command outlives its warden, under its root helper.
-        for pid in [&helper, &tail] {
-            c.sh_ok("root", RUNNING, &[pid.as_str()])
-                .unwrap_or_else(|e| panic!("{test}: the command did not outlive the warden: {e}"));
-        }
-        let killed_at = Instant::now();
+        // The command does not outlive its warden: the end of the helper's channel (the
+        // exec's stdin, closed with the warden's connection) makes the helper kill it.
+        assert!(
+            gone_within(&c, &[&helper, &tail], Duration::from_secs(20)),
+            "{test}: the command outlived its warden by 20 s"
+        );
+        // A helper that did not notice (its channel still open): the restart must kill it.
+        let id = events_of(&warden, "crash-token", |e| e.event() == "start")
+            .iter()
+            .find_map(|e| e.request_id().map(str::to_owned))
+            .expect("the call's request id");
+        stand_in = Some(stand_in_helper(&c, &id, "leftover-token"));
+        let found = c
+            .sh_ok("root", FIND_TAIL, &["tail -f /dev/null leftover-token"])
+            .unwrap_or_else(|e| panic!("{test}: the stand-in helper: {e}"));
+        let (helper, tail) = found.trim().split_once(' ').expect("two pids");
         warden
             .restart()
             .unwrap_or_else(|e| panic!("{test}: restart: {e}"));
-        let gone = loop {
-            let alive = c.sh("root", RUNNING, &[&helper, &tail]).unwrap();
-            if !alive.success() {
-                break true;
-            }
-            if killed_at.elapsed() > Duration::from_secs(20) {
-                break false;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
         assert!(
-            gone,
-            "{test}: the abandoned command still runs 20 s after the restart\n{}",
+            gone_within(&c, &[helper, tail], Duration::from_secs(20)),
+            "{test}: the leftover still runs 20 s after the restart\n{}",
             warden.log()
         );
     });
+    if let Some(mut child) = stand_in {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
     let events = events_of(&warden, "crash-token", |e| {
         e.event() == "cancel" && e.str_field("by") == Some("warden")
     });

@@ -248,6 +248,29 @@ mod tests {
     }
 
     #[test]
+    fn the_socket_of_nested_calls_passes() {
+        // Mirror: the caller's own socket path, which is valid where the command runs.
+        let caller = env(&[("CLAWRDEN_SOCKET", "/tmp/w.sock"), ("SECRET", "x")]);
+        let got = for_mirror(&caller, &rule(&[], &["SECRET"]), "r");
+        assert_eq!(
+            got,
+            env(&[
+                ("CLAWRDEN_SOCKET", "/tmp/w.sock"),
+                ("CLAWRDEN_PARENT_REQUEST", "r")
+            ])
+        );
+        // Warden side: the socket the call came in on, whatever the caller said.
+        let got = for_warden_side(&caller, &rule(&[], &[]), "r", b"/srv/w.sock");
+        assert_eq!(
+            got,
+            env(&[
+                ("CLAWRDEN_SOCKET", "/srv/w.sock"),
+                ("CLAWRDEN_PARENT_REQUEST", "r")
+            ])
+        );
+    }
+
+    #[test]
     fn names_carry_no_values() {
         let e = env(&[("API_KEY", "hunter2"), ("PATH", "/bin")]);
         let n = names(&e);

@@ -18,6 +18,7 @@ pub mod clock;
 pub mod config;
 pub mod control;
 pub mod dashboard;
+pub mod descriptors;
 pub mod docker;
 pub mod env;
 pub mod exec_registry;

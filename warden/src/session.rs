@@ -9,7 +9,7 @@
 //! - the shim going away, a protocol error, or warden shutdown cancels a running command
 //!   (the executor kills its process tree).
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,7 +32,7 @@ use crate::caps::Refusal;
 use crate::clock::Clock;
 use crate::control::{ApprovalMsg, ControlPlane};
 use crate::exec_registry::ExecutorRegistry;
-use crate::executor::{ExecIo, ExecRequest, Outcome, StreamIn, StreamOut};
+use crate::executor::{ExecIo, ExecRequest, Outcome, PassedFds, StreamIn, StreamOut};
 use crate::frames::{bounded, send, FrameReader, RecvError};
 use crate::ids::IdGenerator;
 use crate::kept::KeptRequest;
@@ -236,7 +236,7 @@ async fn serve(shared: Arc<SessionShared>, stream: UnixStream, peer: Peer, accep
         Early::Closed | Early::Shutdown => return,
     };
     reader.stop_collecting_fds();
-    let fds = accept_fds(&request, reader.take_fds());
+    let fds = crate::descriptors::accept(&request, reader.take_fds());
 
     let request_id = match shared.ids.next_id(shared.clock.now()) {
         Ok(id) => id,
@@ -281,35 +281,6 @@ async fn serve(shared: Arc<SessionShared>, stream: UnixStream, peer: Peer, accep
     call.handle().instrument(span).await;
 }
 
-/// The descriptors to keep: exactly three when the shim said it attached them; any
-/// others are closed here (by drop).
-fn accept_fds(request: &Request, mut fds: Vec<OwnedFd>) -> Vec<OwnedFd> {
-    if !request.fds_attached {
-        if !fds.is_empty() {
-            tracing::debug!(
-                count = fds.len(),
-                "closing descriptors sent without fds_attached"
-            );
-        }
-        return Vec::new();
-    }
-    if fds.len() > 3 {
-        tracing::debug!(
-            count = fds.len(),
-            "closing descriptors beyond the first three"
-        );
-        fds.truncate(3);
-    }
-    if fds.len() < 3 {
-        tracing::debug!(
-            count = fds.len(),
-            "fds_attached but fewer than three descriptors; streaming instead"
-        );
-        return Vec::new();
-    }
-    fds
-}
-
 /// What the session does with a call after the policy and the executor check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Decided {
@@ -337,7 +308,7 @@ struct CallSession<'a> {
     request: Request,
     /// What the record keeps of `request` (see [`crate::kept`]).
     kept: KeptRequest,
-    fds: Vec<OwnedFd>,
+    fds: Option<PassedFds>,
     reader: FrameReader,
     rd: OwnedReadHalf,
     wr: OwnedWriteHalf,
@@ -391,6 +362,20 @@ impl CallSession<'_> {
             (None, PolicyAction::Ask) => {
                 (Decided::Ask, verdict.reason.clone(), verdict.rule.clone())
             }
+        };
+        // A call naming a descriptor the executor cannot pass is denied, not asked.
+        let fd_refusal = match (decided, &executor) {
+            (Decided::Allow | Decided::Ask, Some(e)) => crate::descriptors::refusal(
+                &self.request.argv,
+                &executor_name,
+                e.passes_fds(),
+                self.shared.stream_only,
+            ),
+            _ => None,
+        };
+        let (decided, reason) = match fd_refusal {
+            Some(why) => (Decided::Deny, why),
+            None => (decided, reason),
         };
         // Caps: an ask holds its whole request in memory until a person answers, so one
         // too large to show in full is refused before anything else is done with it.
@@ -623,7 +608,8 @@ impl CallSession<'_> {
             .with_bytes("cwd", &kept.cwd)
             .with_bytes("tool_path", &kept.tool_path)
             .with_byte_list("env_names", &kept.env_names)
-            .with("parent_request", self.parent.verified());
+            .with("parent_request", self.parent.verified())
+            .with("descriptors", crate::descriptors::described(&self.request));
         if let Some(t) = &kept.truncated {
             request = request.with("truncated", t.to_value());
         }
@@ -878,13 +864,10 @@ impl CallSession<'_> {
             mut wr,
             mut shutdown,
         } = self;
-        let fds: Option<[OwnedFd; 3]> =
-            if executor_name == "local" && request.tty.is_none() && !shared.stream_only {
-                <[OwnedFd; 3]>::try_from(fds).ok()
-            } else {
-                None
-            };
+        // Descriptors the executor cannot use are closed here (by drop).
+        let fds = fds.filter(|_| executor.passes_fds() && !shared.stream_only);
         let uses_fds = fds.is_some();
+        let given = crate::descriptors::given(&request.stdio, fds.as_ref());
         let decision = Message::Decision(Decision {
             request_id: request_id.clone(),
             action: Action::Allow,
@@ -938,8 +921,8 @@ impl CallSession<'_> {
             tool_path: request.tool_path,
             cwd: request.cwd,
             env,
-            tty: request.tty,
-            stdin_open: request.stdin_open,
+            stdio: request.stdio,
+            terminal: request.terminal,
             timeout: verdict.timeout,
             grace: shared.limits.grace,
             uid: peer.uid,
@@ -984,7 +967,7 @@ impl CallSession<'_> {
                             link.started(s.pid);
                         }
                         control.emit("request.started", serde_json::json!({ "id": request_id, "pid": s.pid, "executor": executor_name }));
-                        if let Err(e) = audit_start(&control, &request_id, executor_name, &s) {
+                        if let Err(e) = audit_start(&control, &request_id, executor_name, &s, &given) {
                             tracing::error!(error = %e, "audit log unavailable; cancelling the command");
                             cancel_reason.get_or_insert_with(|| format!("audit log unavailable: {e}"));
                             let _ = cancel_tx.send(true);
@@ -1045,7 +1028,7 @@ impl CallSession<'_> {
                     link.started(s.pid);
                 }
                 control.emit("request.started", serde_json::json!({ "id": request_id, "pid": s.pid, "executor": executor_name }));
-                if let Err(e) = audit_start(&control, &request_id, executor_name, &s) {
+                if let Err(e) = audit_start(&control, &request_id, executor_name, &s, &given) {
                     tracing::error!(error = %e, "cannot write audit event");
                 }
             }
@@ -1140,11 +1123,13 @@ fn audit_start(
     request_id: &str,
     executor: &str,
     started: &crate::executor::Started,
+    descriptors: &serde_json::Value,
 ) -> Result<u64, crate::audit::AuditError> {
     let mut event = event_for(EventKind::Start, request_id)
         .with("executor", executor)
         .with("pid", started.pid)
-        .with_bytes("program", &started.program);
+        .with_bytes("program", &started.program)
+        .with("descriptors", descriptors.clone());
     if let Some((uid, gid)) = started.run_as {
         event = event.with("run_uid", uid).with("run_gid", gid);
     }
@@ -1229,16 +1214,13 @@ struct OutputState {
     error_sent: bool,
 }
 
-fn out_kind(o: &StreamOut) -> Kind {
+/// The frame kind and bytes of an output chunk; `Err` for a settings change.
+fn out_chunk(o: StreamOut) -> Result<(Kind, Vec<u8>), clawrden_protocol::Termios> {
     match o {
-        StreamOut::Stdout(_) => Kind::Stdout,
-        StreamOut::Stderr(_) => Kind::Stderr,
-    }
-}
-
-fn out_bytes(o: StreamOut) -> Vec<u8> {
-    match o {
-        StreamOut::Stdout(b) | StreamOut::Stderr(b) => b,
+        StreamOut::Stdout(b) => Ok((Kind::Stdout, b)),
+        StreamOut::Stderr(b) => Ok((Kind::Stderr, b)),
+        StreamOut::TtyOut(b) => Ok((Kind::TtyOut, b)),
+        StreamOut::Termios(t) => Err(t),
     }
 }
 
@@ -1252,21 +1234,36 @@ async fn write_output(
     state: &mut OutputState,
 ) -> bool {
     let mut buf = Vec::new();
-    let mut kind = out_kind(&first);
-    let mut run = out_bytes(first);
-    while buf.len() + run.len() < MAX_COALESCED {
-        let Ok(next) = rx.try_recv() else { break };
-        let next_kind = out_kind(&next);
-        let bytes = out_bytes(next);
-        if next_kind == kind && run.len() + bytes.len() <= MAX_IO_PAYLOAD as usize {
-            run.extend_from_slice(&bytes);
-        } else {
-            write_chunks(&mut buf, kind, &run);
-            kind = next_kind;
-            run = bytes;
+    let mut run: Option<(Kind, Vec<u8>)> = None;
+    let mut next = Some(first);
+    while let Some(item) = next.take() {
+        match out_chunk(item) {
+            Ok((kind, bytes)) => match &mut run {
+                Some((k, r)) if *k == kind && r.len() + bytes.len() <= MAX_IO_PAYLOAD as usize => {
+                    r.extend_from_slice(&bytes)
+                }
+                _ => {
+                    if let Some((k, r)) = run.replace((kind, bytes)) {
+                        write_chunks(&mut buf, k, &r);
+                    }
+                }
+            },
+            Err(settings) => {
+                if let Some((k, r)) = run.take() {
+                    write_chunks(&mut buf, k, &r);
+                }
+                // Settings always fit a frame (they are bounded by the decoder).
+                let _ = Message::Termios(settings).encode(&mut buf);
+            }
+        }
+        let pending = run.as_ref().map_or(0, |(_, r)| r.len());
+        if buf.len() + pending < MAX_COALESCED {
+            next = rx.try_recv().ok();
         }
     }
-    write_chunks(&mut buf, kind, &run);
+    if let Some((k, r)) = run {
+        write_chunks(&mut buf, k, &r);
+    }
     if state.peer_gone || state.error_sent {
         return !state.peer_gone;
     }

@@ -1357,10 +1357,8 @@ fn ask(
                 tool_path,
                 cwd: b"/work".to_vec(),
                 env: vec![(b"PATH".to_vec(), b"/usr/bin:/bin".to_vec())],
-                tty: None,
-                stdin_open: false,
                 parent_request: None,
-                fds_attached: false,
+                ..Default::default()
             }),
         )
         .unwrap();

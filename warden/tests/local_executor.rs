@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use clawrden_protocol::Tty;
+use clawrden_protocol::{FdKind, Terminal, Termios, WinSize};
 use clawrden_warden::executor::local::cgroup::RequestCgroups;
 use clawrden_warden::executor::local::{LocalExecutor, LocalOptions};
 use clawrden_warden::executor::{
-    ExecIo, ExecRequest, Executor, Outcome, Started, StreamIn, StreamOut,
+    ExecIo, ExecRequest, Executor, Outcome, PassedFds, Started, StreamIn, StreamOut,
 };
 use clawrden_warden::identity::{RunAs, WardenIdentity};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -80,8 +80,8 @@ fn request(tag: &str, argv: &[&str]) -> ExecRequest {
         tool_path: format!("/usr/bin/{}", argv[0]).into_bytes(),
         cwd: b"/".to_vec(),
         env: vec![(MARKER.as_bytes().to_vec(), id.into_bytes())],
-        tty: None,
-        stdin_open: false,
+        stdio: [FdKind::Closed, FdKind::Pipe, FdKind::Pipe],
+        terminal: None,
         timeout: Duration::from_secs(30),
         grace: GRACE,
         uid: nix::unistd::getuid().as_raw(),
@@ -90,6 +90,34 @@ fn request(tag: &str, argv: &[&str]) -> ExecRequest {
         run_as: None,
         fds: None,
     }
+}
+
+/// The settings a fresh pseudo-terminal starts with (cooked: echo, icanon, onlcr...).
+fn fresh_terminal_settings() -> Termios {
+    let pty = nix::pty::openpty(None, None).expect("openpty");
+    clawrden_warden::sys::get_termios(std::os::fd::AsFd::as_fd(&pty.slave))
+        .expect("settings of a fresh pty")
+}
+
+/// A caller's terminal of `rows` x `cols` with `settings`.
+fn terminal(rows: u16, cols: u16, settings: Termios) -> Terminal {
+    Terminal {
+        termios: settings,
+        size: WinSize {
+            rows,
+            cols,
+            xpixel: 0,
+            ypixel: 0,
+        },
+        term: b"xterm".to_vec(),
+    }
+}
+
+/// `req` with every standard descriptor on the caller's (cooked) terminal.
+fn on_terminal(mut req: ExecRequest, rows: u16, cols: u16) -> ExecRequest {
+    req.stdio = [FdKind::Terminal; 3];
+    req.terminal = Some(terminal(rows, cols, fresh_terminal_settings()));
+    req
 }
 
 fn marker_of(req: &ExecRequest) -> Vec<u8> {
@@ -132,6 +160,10 @@ struct Run {
     started: Option<Started>,
     stdout: Vec<u8>,
     stderr: Vec<u8>,
+    /// Output of the command's terminal.
+    tty: Vec<u8>,
+    /// Terminal settings sent back, in order.
+    settings: Vec<Termios>,
     /// Output frames in arrival order.
     frames: usize,
 }
@@ -175,22 +207,26 @@ async fn run_controlled(
         let _ = done_rx.await;
     };
     let collect = async {
-        let (mut stdout, mut stderr, mut frames) = (Vec::new(), Vec::new(), 0);
+        let mut run = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), 0);
         while let Some(out) = out_rx.recv().await {
-            frames += 1;
+            run.4 += 1;
             match out {
-                StreamOut::Stdout(b) => stdout.extend_from_slice(&b),
-                StreamOut::Stderr(b) => stderr.extend_from_slice(&b),
+                StreamOut::Stdout(b) => run.0.extend_from_slice(&b),
+                StreamOut::Stderr(b) => run.1.extend_from_slice(&b),
+                StreamOut::TtyOut(b) => run.2.extend_from_slice(&b),
+                StreamOut::Termios(t) => run.3.push(t),
             }
         }
-        (stdout, stderr, frames)
+        run
     };
-    let (outcome, (), (stdout, stderr, frames)) = tokio::join!(run, feed, collect);
+    let (outcome, (), (stdout, stderr, tty, settings, frames)) = tokio::join!(run, feed, collect);
     Run {
         outcome,
         started: started_rx.await.ok(),
         stdout,
         stderr,
+        tty,
+        settings,
         frames,
     }
 }
@@ -238,7 +274,7 @@ async fn death_by_signal_is_reported_as_signaled() {
 #[tokio::test]
 async fn one_mebibyte_of_stdin_goes_through_cat_unchanged() {
     let mut req = request("cat", &["cat"]);
-    req.stdin_open = true;
+    req.stdio[0] = FdKind::Pipe;
     let data: Vec<u8> = (0..1024 * 1024u32).map(|i| (i * 7 % 251) as u8).collect();
     let mut input: Vec<StreamIn> = data
         .chunks(64 * 1024)
@@ -262,16 +298,11 @@ async fn closed_stdin_reads_as_empty() {
 
 #[tokio::test]
 async fn pty_mode_gives_a_terminal_of_the_requested_size() {
-    let mut req = request("tty", &["sh", "-c", "tty; stty size"]);
-    req.tty = Some(Tty {
-        rows: 33,
-        cols: 101,
-        term: b"xterm".to_vec(),
-    });
-    req.stdin_open = true;
+    let req = on_terminal(request("tty", &["sh", "-c", "tty; stty size"]), 33, 101);
     let run = run_with(&executor(), req, vec![]).await;
     assert_eq!(run.outcome, Outcome::Exited(0));
-    let text = String::from_utf8_lossy(&run.stdout);
+    assert!(run.stdout.is_empty());
+    let text = String::from_utf8_lossy(&run.tty);
     let lines: Vec<&str> = text.split("\r\n").collect();
     assert!(lines[0].starts_with("/dev/pts/"), "{text:?}");
     assert_eq!(&lines[1..], ["33 101", ""], "{text:?}");
@@ -280,20 +311,18 @@ async fn pty_mode_gives_a_terminal_of_the_requested_size() {
 
 #[tokio::test]
 async fn pty_mode_types_stdin_resizes_and_ends_input_with_veof() {
-    let mut req = request(
-        "ttyin",
-        &[
-            "sh",
-            "-c",
-            "read line; echo \"got $line\"; stty size; cat; echo end",
-        ],
+    let req = on_terminal(
+        request(
+            "ttyin",
+            &[
+                "sh",
+                "-c",
+                "read line; echo \"got $line\"; stty size; cat; echo end",
+            ],
+        ),
+        24,
+        80,
     );
-    req.tty = Some(Tty {
-        rows: 24,
-        cols: 80,
-        term: b"xterm".to_vec(),
-    });
-    req.stdin_open = true;
     let input = vec![
         StreamIn::Resize {
             rows: 50,
@@ -306,9 +335,10 @@ async fn pty_mode_types_stdin_resizes_and_ends_input_with_veof() {
     assert_eq!(run.outcome, Outcome::Exited(0));
     // The terminal echoes the typed line; ^D at the start of a line is not echoed.
     assert_eq!(
-        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.tty),
         "hello\r\ngot hello\r\n50 132\r\nend\r\n"
     );
+    assert!(run.stdout.is_empty() && run.settings.is_empty());
 }
 
 #[tokio::test]
@@ -578,8 +608,11 @@ async fn passed_fds_become_the_commands_stdio_and_nothing_streams() {
         .write_all(b"through the fd\n")
         .expect("write stdin");
     let mut req = request("fds", &["sh", "-c", "cat; echo oops >&2; exit 3"]);
-    req.stdin_open = true;
-    req.fds = Some([stdin_r, stdout_w, stderr_w]);
+    req.stdio = [FdKind::Pipe; 3];
+    req.fds = Some(PassedFds {
+        stdio: [Some(stdin_r), Some(stdout_w), Some(stderr_w)],
+        extra: Vec::new(),
+    });
     let run = run_with(
         &executor(),
         req,
@@ -726,6 +759,170 @@ fn exec_helper_drops_privileges_and_runs_a_script_through_its_open_fd() {
     );
 }
 
+/// A pipe whose read end is returned, with `data` already written into it and its write
+/// end closed.
+fn pipe_with(data: &[u8]) -> OwnedFd {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("pipe");
+    std::fs::File::from(w).write_all(data).expect("fill pipe");
+    r
+}
+
+#[tokio::test]
+async fn the_pty_starts_with_the_callers_settings() {
+    let exec = executor();
+    let mut cooked = fresh_terminal_settings();
+    cooked.cc[libc::VINTR] = 0x18;
+    let mut req = on_terminal(
+        request("settings", &["sh", "-c", "printf 'a\\nb\\n'; stty -a"]),
+        24,
+        200,
+    );
+    req.terminal = Some(terminal(24, 200, cooked.clone()));
+    let run = run_with(&exec, req, vec![]).await;
+    assert_eq!(run.outcome, Outcome::Exited(0));
+    let text = String::from_utf8_lossy(&run.tty);
+    assert!(text.starts_with("a\r\nb\r\n"), "{text:?}");
+    assert!(text.contains("intr = ^X;"), "{text:?}");
+    assert!(text.contains(" onlcr"), "{text:?}");
+
+    // The same without output processing: no '\r' is added.
+    let mut raw_out = cooked;
+    raw_out.oflag &= !libc::ONLCR;
+    let mut req = on_terminal(request("settings", &["printf", "a\\nb\\n"]), 24, 80);
+    req.terminal = Some(terminal(24, 80, raw_out));
+    let run = run_with(&exec, req, vec![]).await;
+    assert_eq!(run.outcome, Outcome::Exited(0));
+    assert_eq!(run.tty, b"a\nb\n");
+}
+
+#[tokio::test]
+async fn settings_the_command_changes_come_back_before_its_outcome() {
+    let start = fresh_terminal_settings();
+    let req = on_terminal(
+        request("stty", &["sh", "-c", "stty -echo -icanon; printf done"]),
+        24,
+        80,
+    );
+    let run = run_with(&executor(), req, vec![]).await;
+    assert_eq!(run.outcome, Outcome::Exited(0));
+    assert_eq!(run.tty, b"done");
+    let last = run.settings.last().expect("the changed settings came back");
+    let mut want = start;
+    want.lflag &= !(libc::ECHO | libc::ICANON);
+    assert_eq!(*last, want);
+
+    // A command that changes nothing sends no settings.
+    let req = on_terminal(request("stty", &["true"]), 24, 80);
+    let run = run_with(&executor(), req, vec![]).await;
+    assert_eq!(run.outcome, Outcome::Exited(0));
+    assert!(run.settings.is_empty(), "{:?}", run.settings);
+}
+
+#[tokio::test]
+async fn each_standard_descriptor_keeps_its_kind_in_all_eight_combinations() {
+    let exec = executor();
+    for combo in 0..8u8 {
+        let is_tty = |fd: u8| combo & (1 << fd) != 0;
+        let mut req = request(
+            "kinds",
+            &[
+                "sh",
+                "-c",
+                "for fd in 0 1 2; do if [ -t $fd ]; then printf T >&3; else printf F >&3; fi; done",
+            ],
+        );
+        let (answer_r, answer_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("pipe");
+        let mut passed = PassedFds::default();
+        let mut keep = Vec::new();
+        for fd in 0..3u8 {
+            if is_tty(fd) {
+                req.stdio[fd as usize] = FdKind::Terminal;
+            } else {
+                let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("pipe");
+                req.stdio[fd as usize] = FdKind::Pipe;
+                let (theirs, ours) = if fd == 0 { (r, w) } else { (w, r) };
+                passed.stdio[fd as usize] = Some(theirs);
+                keep.push(ours);
+            }
+        }
+        passed.extra.push((3, answer_w));
+        if combo != 0 {
+            req.terminal = Some(terminal(24, 80, fresh_terminal_settings()));
+        }
+        req.fds = Some(passed);
+        let run = run_with(&exec, req, vec![]).await;
+        assert_eq!(run.outcome, Outcome::Exited(0), "combination {combo}");
+        let want: String = (0..3)
+            .map(|fd| if is_tty(fd) { 'T' } else { 'F' })
+            .collect();
+        assert_eq!(
+            String::from_utf8(read_all(answer_r)).unwrap(),
+            want,
+            "isatty of 0, 1, 2 through the local executor"
+        );
+        drop(keep);
+    }
+}
+
+#[tokio::test]
+async fn extra_descriptors_reach_the_command_at_the_callers_numbers() {
+    let (ten_r, ten_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("pipe");
+    let mut req = request(
+        "extra",
+        &["sh", "-c", "cat /dev/fd/63 /dev/fd/3; echo nine >&9"],
+    );
+    req.stdio = [FdKind::Closed, FdKind::Pipe, FdKind::Pipe];
+    req.fds = Some(PassedFds {
+        stdio: [None, None, None],
+        extra: vec![
+            (3, pipe_with(b"three\n")),
+            (9, ten_w),
+            (63, pipe_with(b"sixty-three\n")),
+        ],
+    });
+    let run = run_with(&executor(), req, vec![]).await;
+    assert_eq!(run.outcome, Outcome::Exited(0), "{run:?}");
+    assert_eq!(run.stdout, b"sixty-three\nthree\n");
+    assert!(run.stderr.is_empty(), "{run:?}");
+    assert_eq!(read_all(ten_r), b"nine\n");
+}
+
+#[tokio::test]
+async fn no_descriptor_of_the_warden_reaches_the_command() {
+    // A descriptor the warden inherited without close-on-exec (from its parent: a service
+    // manager, a test runner) is inherited by the exec-helper too; it must not reach the
+    // command. Only the passed one does.
+    let stray = nix::fcntl::open(
+        "/dev/null",
+        nix::fcntl::OFlag::O_RDONLY,
+        nix::sys::stat::Mode::empty(),
+    )
+    .expect("open an inheritable descriptor");
+    let mut req = request("leak", &["sh", "-c", "exec ls -l /proc/self/fd"]);
+    req.stdio = [FdKind::Closed, FdKind::Pipe, FdKind::Pipe];
+    req.fds = Some(PassedFds {
+        stdio: [None, None, None],
+        extra: vec![(7, pipe_with(b""))],
+    });
+    let run = run_with(&executor(), req, vec![]).await;
+    assert_eq!(run.outcome, Outcome::Exited(0), "{run:?}");
+    // 0-2, the passed 7, and the descriptor ls itself has open on /proc/self/fd.
+    let listing = String::from_utf8_lossy(&run.stdout).into_owned();
+    let mut fds: Vec<u32> = listing
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split(" -> ").next()?.rsplit(' ').next()?.parse().ok())
+        .collect();
+    fds.sort_unstable();
+    let _ = nix::unistd::close(stray);
+    assert!(
+        !fds.contains(&(stray as u32)),
+        "the warden's {stray} leaked: {listing}"
+    );
+    assert_eq!(fds, [0, 1, 2, 3, 7], "{listing}");
+    assert!(listing.contains("3 -> /proc/"), "{listing}");
+}
+
 // Who runs, and what it can reach: these need root to switch ids and to use cgroups. They
 // skip with a reason otherwise, and fail instead with CLAWRDEN_REQUIRE_ROOT=1 (CI).
 
@@ -798,6 +995,30 @@ async fn a_root_warden_runs_a_command_as_the_caller_with_its_groups_and_its_home
         "65534\n65534\n65534 100\n/nonexistent nobody nobody /usr/bin:/bin\n"
     );
     assert_eq!(run.started.expect("started").run_as, Some((NOBODY, NOBODY)));
+}
+
+#[tokio::test]
+async fn a_command_run_as_another_user_owns_its_terminal() {
+    if !require_root_or_skip("a_command_run_as_another_user_owns_its_terminal") {
+        return;
+    }
+    // As a login gives a user their terminal: a program that reopens its terminal by
+    // name (`ttyname`), not through /dev/tty, must be able to.
+    let req = on_terminal(
+        as_nobody(request(
+            "tty-owner",
+            &[
+                "sh",
+                "-c",
+                "t=$(tty); stat -c %u \"$t\"; echo by-name > \"$t\"",
+            ],
+        )),
+        24,
+        80,
+    );
+    let run = run_with(&executor_with(None, false, None), req, vec![]).await;
+    assert_eq!(run.outcome, Outcome::Exited(0), "{run:?}");
+    assert_eq!(String::from_utf8_lossy(&run.tty), "65534\r\nby-name\r\n");
 }
 
 #[tokio::test]

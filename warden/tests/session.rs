@@ -6,7 +6,10 @@ mod common;
 use std::os::fd::OwnedFd;
 use std::time::Duration;
 
-use clawrden_protocol::{Action, ErrorKind, Kind, Message, MAX_REQUEST_PAYLOAD};
+use clawrden_protocol::{
+    Action, ErrorKind, ExtraFd, FdKind, Kind, Message, Terminal, Termios, WinSize,
+    MAX_REQUEST_PAYLOAD,
+};
 use common::{decision, request, Setup, TestWarden};
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
@@ -79,7 +82,7 @@ async fn stdin_frames_reach_the_command_and_stderr_stays_separate() {
     let w = TestWarden::start().await;
     let mut c = w.handshake().await;
     let mut r = request(&["tool", "cat"]);
-    r.stdin_open = true;
+    r.stdio[0] = FdKind::Pipe;
     c.send(&Message::Request(r)).await;
     assert_eq!(decision(&mut c).await.action, Action::Allow);
     c.send(&Message::Stdin(b"abc".to_vec())).await;
@@ -190,23 +193,27 @@ async fn shim_disconnecting_during_ask_is_audited_as_cancel() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsupported_version_gets_an_error_and_close() {
     let w = TestWarden::start().await;
-    let mut c = w.connect().await;
-    c.send(&Message::Hello {
-        magic: *b"CLWD",
-        version: 99,
-    })
-    .await;
-    match c.recv().await {
-        Some(Message::Error { kind, message }) => {
-            assert_eq!(kind, ErrorKind::UnsupportedVersion);
-            assert_eq!(
-                message,
-                "unsupported protocol version 99 (this build speaks version 1)"
-            );
+    // A newer shim, and a shim of protocol version 1 (no descriptor kinds, no terminal
+    // settings): both are told which version this warden speaks.
+    for version in [99, 1] {
+        let mut c = w.connect().await;
+        c.send(&Message::Hello {
+            magic: *b"CLWD",
+            version,
+        })
+        .await;
+        match c.recv().await {
+            Some(Message::Error { kind, message }) => {
+                assert_eq!(kind, ErrorKind::UnsupportedVersion);
+                assert_eq!(
+                    message,
+                    format!("unsupported protocol version {version} (this build speaks version 2)")
+                );
+            }
+            other => panic!("expected an error, got {other:?}"),
         }
-        other => panic!("expected an error, got {other:?}"),
+        assert_eq!(c.recv().await, None);
     }
-    assert_eq!(c.recv().await, None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -439,13 +446,17 @@ async fn attached_fds_are_used_by_the_local_executor() {
     let w = TestWarden::start().await;
     let mut c = w.handshake().await;
     let mut r = request(&["tool", "fds"]);
+    r.stdio = [FdKind::Pipe; 3];
     r.fds_attached = true;
     c.send_with_fds(&Message::Request(r), &three_fds()).await;
     let d = decision(&mut c).await;
     assert_eq!(d.action, Action::Allow);
     assert!(d.uses_fds);
     // The test executor still reports through frames so the test can see it.
-    assert_eq!(c.recv().await, Some(Message::Stdout(b"fds=3\n".to_vec())));
+    assert_eq!(
+        c.recv().await,
+        Some(Message::Stdout(b"fds=0,1,2\n".to_vec()))
+    );
     assert_eq!(c.recv().await, Some(Message::Exit(0)));
 }
 
@@ -458,6 +469,7 @@ async fn stream_only_and_unflagged_fds_are_not_used() {
     .await;
     let mut c = w.handshake().await;
     let mut r = request(&["tool", "fds"]);
+    r.stdio = [FdKind::Pipe; 3];
     r.fds_attached = true;
     c.send_with_fds(&Message::Request(r), &three_fds()).await;
     let d = decision(&mut c).await;
@@ -591,4 +603,181 @@ async fn stale_socket_is_replaced_and_made_world_connectable() {
     assert_eq!(dir_mode & 0o755, 0o755);
     clawrden_warden::listener::remove_socket(&path, second.identity());
     assert!(!path.exists());
+}
+
+fn cooked() -> Termios {
+    Termios {
+        iflag: 0x500,
+        oflag: 0x5,
+        cflag: 0xbf,
+        lflag: 0x8a3b,
+        cc: vec![3, 28, 127, 21, 4, 0, 1, 0],
+    }
+}
+
+fn on_terminal() -> Terminal {
+    Terminal {
+        termios: cooked(),
+        size: WinSize {
+            rows: 24,
+            cols: 80,
+            xpixel: 0,
+            ypixel: 0,
+        },
+        term: b"xterm".to_vec(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn descriptors_above_2_reach_the_local_executor_at_their_numbers_and_are_audited() {
+    let mut w = TestWarden::start().await;
+    let mut c = w.handshake().await;
+    let mut r = request(&["tool", "fds"]);
+    r.stdio = [FdKind::Pipe, FdKind::Terminal, FdKind::File];
+    r.terminal = Some(on_terminal());
+    r.extra_fds = vec![
+        ExtraFd {
+            fd: 3,
+            kind: FdKind::File,
+        },
+        ExtraFd {
+            fd: 63,
+            kind: FdKind::Pipe,
+        },
+    ];
+    r.fds_attached = true;
+    let four: Vec<OwnedFd> = (0..4)
+        .map(|_| OwnedFd::from(std::fs::File::open("/dev/null").unwrap()))
+        .collect();
+    c.send_with_fds(&Message::Request(r), &four).await;
+    let d = decision(&mut c).await;
+    assert!(d.uses_fds);
+    assert_eq!(
+        c.recv().await,
+        Some(Message::Stdout(b"fds=0,2,3,63\n".to_vec()))
+    );
+    assert_eq!(c.recv().await, Some(Message::Exit(0)));
+    w.shutdown().await;
+    let events = w.events_of(&d.request_id);
+    assert_eq!(
+        events[0]["descriptors"],
+        serde_json::json!({
+            "stdio": ["pipe", "terminal", "file"],
+            "extra": [{ "fd": 3, "kind": "file" }, { "fd": 63, "kind": "pipe" }],
+        })
+    );
+    assert_eq!(events[2]["event"], "start");
+    assert_eq!(
+        events[2]["descriptors"],
+        serde_json::json!({ "passed": [0, 2, 3, 63], "terminal": true })
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn descriptors_other_than_the_request_names_are_closed_and_the_call_streams() {
+    let w = TestWarden::start().await;
+    let mut c = w.handshake().await;
+    let mut r = request(&["tool", "fds"]);
+    r.stdio = [FdKind::Pipe; 3];
+    r.extra_fds = vec![ExtraFd {
+        fd: 5,
+        kind: FdKind::Pipe,
+    }];
+    r.fds_attached = true;
+    // Four named, three sent.
+    c.send_with_fds(&Message::Request(r), &three_fds()).await;
+    let d = decision(&mut c).await;
+    assert!(!d.uses_fds);
+    assert_eq!(
+        c.recv().await,
+        Some(Message::Stdout(b"fds=none\n".to_vec()))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_naming_a_descriptor_is_denied_where_descriptors_cannot_pass() {
+    let mut w = TestWarden::start().await;
+    let mut c = w.handshake().await;
+    c.send(&Message::Request(request(&[
+        "mirrored-tool",
+        "echo",
+        "/dev/fd/63",
+    ])))
+    .await;
+    let d = decision(&mut c).await;
+    assert_eq!(d.action, Action::Deny);
+    assert_eq!(
+        d.reason,
+        "argument /dev/fd/63 names descriptor 63 of the caller, which the mirror executor \
+         cannot pass to the command (descriptors reach commands only through the local \
+         executor); write the data to a file and pass its path instead"
+    );
+    assert_eq!(d.rule.as_deref(), Some("mirrored"));
+    assert_eq!(c.recv().await, None);
+    // Without such an argument the same rule runs; through the local executor a
+    // descriptor reference is fine.
+    let mut c = w.handshake().await;
+    c.send(&Message::Request(request(&[
+        "mirrored-tool",
+        "echo",
+        "/dev/fd/1",
+    ])))
+    .await;
+    assert_eq!(decision(&mut c).await.action, Action::Allow);
+    let mut c = w.handshake().await;
+    c.send(&Message::Request(request(&["tool", "echo", "/dev/fd/63"])))
+        .await;
+    assert_eq!(decision(&mut c).await.action, Action::Allow);
+    w.shutdown().await;
+    let events = w.events_of(&d.request_id);
+    assert_eq!(events[1]["action"], "deny");
+    assert_eq!(events[1]["reason"], d.reason.as_str());
+
+    // --stream-only: the local executor cannot pass them either.
+    let w = TestWarden::start_with(Setup {
+        stream_only: true,
+        ..Setup::default()
+    })
+    .await;
+    let mut c = w.handshake().await;
+    c.send(&Message::Request(request(&[
+        "tool",
+        "echo",
+        "--in=/proc/self/fd/4",
+    ])))
+    .await;
+    let d = decision(&mut c).await;
+    assert_eq!(d.action, Action::Deny);
+    assert!(
+        d.reason.starts_with(
+            "argument --in=/proc/self/fd/4 names descriptor 4 of the caller, which the local \
+             executor with --stream-only cannot pass"
+        ),
+        "{}",
+        d.reason
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminal_output_and_settings_reach_the_shim_in_order() {
+    let w = TestWarden::start().await;
+    let mut c = w.handshake().await;
+    let mut r = request(&["tool", "tty"]);
+    r.stdio = [FdKind::Terminal; 3];
+    r.terminal = Some(on_terminal());
+    c.send(&Message::Request(r)).await;
+    assert_eq!(decision(&mut c).await.action, Action::Allow);
+    assert_eq!(c.recv().await, Some(Message::TtyOut(b"a\r\n".to_vec())));
+    assert_eq!(
+        c.recv().await,
+        Some(Message::Termios(Termios {
+            iflag: 1,
+            oflag: 2,
+            cflag: 3,
+            lflag: 0,
+            cc: vec![3, 28],
+        }))
+    );
+    assert_eq!(c.recv().await, Some(Message::TtyOut(b"b".to_vec())));
+    assert_eq!(c.recv().await, Some(Message::Exit(0)));
 }

@@ -1,8 +1,9 @@
 //! `clawrden-shim exec-helper --kill --request-id ID [--signal SIG]`: signals the
 //! exec-helper that supervises request ID in this PID namespace.
 //!
-//! Docker has no API to signal an exec, so the mirror executor runs this in the prisoner
-//! (a second `docker exec`, as root). The helper is found by its command line
+//! Docker has no API to signal an exec. The mirror executor signals its helper over the
+//! executor channel; this is its last resort, run in the prisoner (a second `docker exec`,
+//! as root) when a helper did not finish killing its tree in time. The helper is found by its command line
 //! (`clawrden-shim exec-helper ... --request-id ID ... --`), and, when `--kill` runs as
 //! root, by its owner too: only processes whose real, effective, saved and filesystem uids
 //! are all 0 count. Why that makes the match trustworthy:

@@ -64,6 +64,9 @@ pub struct Resolved {
     pub program_fd_inherited: bool,
     /// Path shown in messages: the original's path under the root.
     pub program: OsString,
+    /// The original of the command's name (a script's own path, also when its
+    /// interpreter's original is what executes), for the audit's `start.program`.
+    pub original: OsString,
     /// The argv the program gets (the request's argv, or the interpreter's argv).
     pub argv: Vec<OsString>,
     /// The script, kept open (inheritable) when it runs under its interpreter's original.
@@ -350,6 +353,7 @@ pub fn resolve(root: &Path, name: &OsStr, argv: &[OsString]) -> Result<Resolved,
                 program_fd,
                 program_fd_inherited: false,
                 program: original.into_os_string(),
+                original: path.into_os_string(),
                 argv: new_argv,
                 script_fd: Some(script_fd),
             });
@@ -359,7 +363,8 @@ pub fn resolve(root: &Path, name: &OsStr, argv: &[OsString]) -> Result<Resolved,
         return Ok(Resolved {
             program_fd: open_file(&path, true)?,
             program_fd_inherited: true,
-            program: path.into_os_string(),
+            program: path.clone().into_os_string(),
+            original: path.into_os_string(),
             argv: argv.to_vec(),
             script_fd: None,
         });
@@ -367,7 +372,8 @@ pub fn resolve(root: &Path, name: &OsStr, argv: &[OsString]) -> Result<Resolved,
     Ok(Resolved {
         program_fd: open_file(&path, false)?,
         program_fd_inherited: false,
-        program: path.into_os_string(),
+        program: path.clone().into_os_string(),
+        original: path.into_os_string(),
         argv: argv.to_vec(),
         script_fd: None,
     })
@@ -530,7 +536,7 @@ mod tests {
         symlink(&shim, bin.join("py")).unwrap();
         let py = original(&root, bin.join("py").to_str().unwrap(), b"\x7fELFinterp");
         let script = format!("#!{} -I\nprint(1)\n", bin.join("py").display());
-        original(&root, "/usr/bin/pip", script.as_bytes());
+        let pip = original(&root, "/usr/bin/pip", script.as_bytes());
         let r = resolve(
             &root,
             OsStr::new("pip"),
@@ -539,6 +545,8 @@ mod tests {
         .unwrap();
         let fd = r.script_fd.as_ref().expect("script fd").as_raw_fd();
         assert_eq!(r.program, py.into_os_string());
+        // What the audit says runs: pip's original, not the interpreter.
+        assert_eq!(r.original, pip.into_os_string());
         assert!(!r.program_fd_inherited);
         assert_eq!(
             r.argv,
@@ -587,6 +595,7 @@ mod tests {
         assert!(r.script_fd.is_none());
         assert!(r.program_fd_inherited);
         assert_eq!(r.argv, [os("tool"), os("a")]);
+        assert_eq!(r.original, tool.clone().into_os_string());
         assert_eq!(r.program, tool.into_os_string());
     }
 

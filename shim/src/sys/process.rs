@@ -16,8 +16,6 @@ use nix::unistd::Pid;
 
 /// Highest signal number whose disposition the child resets (covers the real-time range).
 const MAX_SIGNAL: libc::c_int = 64;
-/// `close_range` flag: mark close-on-exec instead of closing (Linux 5.11+).
-const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
 
 /// The identity the child switches to between `fork()` and `exec`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +49,12 @@ pub struct ExecImage {
     program_fd: Option<OwnedFd>,
     cwd: Option<CString>,
     tty: bool,
+    /// Descriptors the child installs as its 0, 1 and 2 (`None`: it keeps the parent's).
+    stdio: Option<[RawFd; 3]>,
+    /// Descriptors above 2 the command keeps; the child closes every other one on exec.
+    keep_fds: Vec<RawFd>,
+    /// Where the child's sweep stops when the kernel lacks close_range(2).
+    fd_limit: RawFd,
     // The pointer arrays below point into these; they must live as long as the image.
     _argv: Vec<CString>,
     _envp: Vec<CString>,
@@ -60,11 +64,6 @@ pub struct ExecImage {
     exec_error_prefix: Vec<u8>,
     /// `clawrden: cannot change directory to DIR: `
     chdir_error_prefix: Vec<u8>,
-    /// Descriptors above 2 the command keeps; every other one is closed on exec.
-    keep_fds: Vec<RawFd>,
-    /// Descriptors above 2 open when the image was prepared and not kept: marked
-    /// close-on-exec one by one where `close_range` cannot do it.
-    close_fallback: Vec<RawFd>,
     /// `<cgroup>/cgroup.procs` the child writes itself into, and the error prefix.
     cgroup_procs: Option<(CString, Vec<u8>)>,
 }
@@ -120,29 +119,19 @@ impl ExecImage {
             program_fd,
             cwd: cwd_c,
             tty,
+            stdio: None,
+            keep_fds: Vec::new(),
+            fd_limit: nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+                .map(|(soft, _)| soft.min(1 << 20) as RawFd)
+                .unwrap_or(1024),
             _argv: argv_c,
             _envp: envp_c,
             argv_ptrs,
             envp_ptrs,
             exec_error_prefix,
             chdir_error_prefix,
-            keep_fds: Vec::new(),
-            close_fallback: Vec::new(),
             cgroup_procs: None,
         })
-    }
-
-    /// Leaves only 0, 1, 2 and `keep` open for the command: every other descriptor is
-    /// marked close-on-exec in the child, whoever opened it (descriptors a parent passed
-    /// without meaning to must not reach the command).
-    pub fn keep_only_fds(&mut self, keep: &[RawFd]) -> std::io::Result<()> {
-        self.keep_fds = keep.to_vec();
-        self.close_fallback = std::fs::read_dir("/proc/self/fd")?
-            .flatten()
-            .filter_map(|e| e.file_name().to_str()?.parse::<RawFd>().ok())
-            .filter(|fd| *fd > 2 && !keep.contains(fd))
-            .collect();
-        Ok(())
     }
 
     /// Makes the child join the cgroup v2 directory `dir` (while still privileged).
@@ -158,6 +147,21 @@ impl ExecImage {
 }
 
 impl ExecImage {
+    /// Makes the child install `fds` as its descriptors 0, 1 and 2 (each must be above 2
+    /// and stay open until [`spawn`] returns). With `controlling_terminal`, the first of
+    /// them that is a terminal becomes the child's controlling terminal.
+    pub fn set_stdio(&mut self, fds: [RawFd; 3], controlling_terminal: bool) {
+        debug_assert!(fds.iter().all(|&fd| fd > 2));
+        self.stdio = Some(fds);
+        self.tty = controlling_terminal;
+    }
+
+    /// The command keeps exactly `fds` of the descriptors above 2 (those stay open across
+    /// exec); the child marks every other one close-on-exec.
+    pub fn keep_only(&mut self, fds: Vec<RawFd>) {
+        self.keep_fds = fds;
+    }
+
     /// Makes the child drop to `credentials` (setgroups, setgid, setuid, each checked)
     /// after the fork and before changing directory and executing; the parent keeps its
     /// own. Without this the child runs with the parent's identity.
@@ -180,8 +184,9 @@ impl ExecImage {
     }
 }
 
-/// Forks; the child becomes a session leader (taking fd 0 as its controlling terminal with
-/// `tty`), gets default signal dispositions, drops privileges (when the image says so),
+/// Forks; the child becomes a session leader (with `tty`, taking the first of its
+/// descriptors 0, 1, 2 that is a terminal as its controlling terminal), gets default
+/// signal dispositions, drops privileges (when the image says so),
 /// changes directory, gets an empty signal mask and executes the image. Returns the
 /// child's pid to the parent, whose own credentials never change.
 ///
@@ -206,21 +211,51 @@ fn child_exec(image: &mut ExecImage) -> ! {
     // SAFETY: setsid takes no pointers; the child of fork() is never a group leader, so it
     // cannot fail with EPERM.
     unsafe { libc::setsid() };
+    if let Some(fds) = image.stdio {
+        for (target, fd) in (0..).zip(fds) {
+            // SAFETY: both are plain descriptor numbers; `fd` was open at the fork (it is
+            // above 2, so no earlier dup2 of this loop replaced it).
+            if unsafe { libc::dup2(fd, target) } == -1 {
+                child_fail(b"clawrden: cannot set up the standard descriptors: ", 126);
+            }
+        }
+    }
     if image.tty {
+        // SAFETY: isatty takes a plain descriptor number.
+        let terminal = (0..3).find(|&fd| unsafe { libc::isatty(fd) } == 1);
         // SAFETY: TIOCSCTTY takes an int argument (0: do not steal the terminal).
-        if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } == -1 {
+        if terminal.is_none_or(|fd| unsafe { libc::ioctl(fd, libc::TIOCSCTTY, 0) } == -1) {
             child_fail(
-                b"clawrden: cannot make stdin the controlling terminal: ",
+                b"clawrden: cannot make the terminal the controlling terminal: ",
                 126,
             );
         }
+    }
+    // Nothing but the kept descriptors crosses the exec.
+    // SAFETY: close_range takes plain integers; with CLOSE_RANGE_CLOEXEC it only sets flags.
+    let swept = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3 as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    } == 0;
+    if !swept {
+        for fd in 3..image.fd_limit {
+            // SAFETY: fcntl on a plain descriptor number; a closed one just fails.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        }
+    }
+    for &fd in &image.keep_fds {
+        // SAFETY: as above; clears close-on-exec on a descriptor the command keeps.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
     }
     for sig in 1..=MAX_SIGNAL {
         // SAFETY: installing SIG_DFL involves no handler code; invalid numbers (SIGKILL,
         // SIGSTOP, libc-reserved ones) just fail with EINVAL, which is fine.
         unsafe { libc::signal(sig, libc::SIG_DFL) };
     }
-    child_close_other_fds(&image.keep_fds, &image.close_fallback);
     // Before the drop: joining a cgroup needs the helper's (root) rights.
     if let Some((procs, prefix)) = &image.cgroup_procs {
         child_join_cgroup(procs, prefix);
@@ -271,30 +306,6 @@ fn child_exec(image: &mut ExecImage) -> ! {
         126
     };
     child_fail(&image.exec_error_prefix, status)
-}
-
-/// Marks every descriptor above 2 close-on-exec, then clears the flag on `keep`.
-/// Async-signal-safe.
-fn child_close_other_fds(keep: &[RawFd], fallback: &[RawFd]) {
-    // SAFETY: close_range takes integers only; with CLOSE_RANGE_CLOEXEC it closes nothing.
-    let marked = unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            3 as libc::c_uint,
-            libc::c_uint::MAX,
-            CLOSE_RANGE_CLOEXEC,
-        )
-    } == 0;
-    if !marked {
-        for &fd in fallback {
-            // SAFETY: fcntl on an integer descriptor; a closed one fails with EBADF.
-            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
-        }
-    }
-    for &fd in keep {
-        // SAFETY: as above.
-        unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
-    }
 }
 
 /// Writes "0" (this process) to `procs`; exits 126 if that fails. Async-signal-safe.

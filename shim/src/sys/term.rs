@@ -1,12 +1,57 @@
-//! Terminal control of the shim's own stdin: window size and raw mode.
+//! Terminal ioctls: settings (`tcgetattr`/`tcsetattr` on Linux's `struct termios`, kept
+//! whole: no flag bit is dropped on the way) and window size. Used by the shim on the
+//! caller's terminal and by the exec-helper on the PTY it makes for a command.
 
 use std::io;
-use std::os::fd::{AsFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 
-use nix::sys::termios::{self, SetArg, Termios};
+use clawrden_protocol::{Termios, WinSize, NCCS};
 
-/// Window size `(rows, cols)` of the terminal on `fd` (TIOCGWINSZ).
-pub fn window_size(fd: RawFd) -> io::Result<(u16, u16)> {
+fn read_termios(fd: RawFd) -> io::Result<libc::termios> {
+    // SAFETY: `termios` is a plain C struct of integers and byte arrays, for which all
+    // zeroes is a valid value; tcgetattr only writes into it.
+    let mut t: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: `t` is a live, properly aligned local; a bad or non-terminal fd only makes
+    // tcgetattr fail.
+    if unsafe { libc::tcgetattr(fd, &mut t) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(t)
+}
+
+/// The settings of the terminal on `fd`.
+pub fn get_termios(fd: BorrowedFd<'_>) -> io::Result<Termios> {
+    let t = read_termios(fd.as_raw_fd())?;
+    let n = t.c_cc.len().min(NCCS);
+    Ok(Termios {
+        iflag: t.c_iflag,
+        oflag: t.c_oflag,
+        cflag: t.c_cflag,
+        lflag: t.c_lflag,
+        cc: t.c_cc[..n].to_vec(),
+    })
+}
+
+/// Sets the terminal on `fd` to `settings` at once (`TCSANOW`). Fields the protocol does
+/// not carry (the line discipline, glibc's copies of the speeds) keep their values.
+pub fn set_termios(fd: BorrowedFd<'_>, settings: &Termios) -> io::Result<()> {
+    let mut t = read_termios(fd.as_raw_fd())?;
+    t.c_iflag = settings.iflag;
+    t.c_oflag = settings.oflag;
+    t.c_cflag = settings.cflag;
+    t.c_lflag = settings.lflag;
+    for (slot, value) in t.c_cc.iter_mut().zip(&settings.cc) {
+        *slot = *value;
+    }
+    // SAFETY: `t` is a fully initialised termios on the stack; tcsetattr only reads it.
+    if unsafe { libc::tcsetattr(fd.as_raw_fd(), libc::TCSANOW, &t) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Window size of the terminal on `fd` (TIOCGWINSZ).
+pub fn window_size(fd: RawFd) -> io::Result<WinSize> {
     let mut ws = libc::winsize {
         ws_row: 0,
         ws_col: 0,
@@ -19,40 +64,29 @@ pub fn window_size(fd: RawFd) -> io::Result<(u16, u16)> {
     if rc == -1 {
         Err(io::Error::last_os_error())
     } else {
-        Ok((ws.ws_row, ws.ws_col))
+        Ok(WinSize {
+            rows: ws.ws_row,
+            cols: ws.ws_col,
+            xpixel: ws.ws_xpixel,
+            ypixel: ws.ws_ypixel,
+        })
     }
 }
 
-/// Raw mode on the shim's stdin terminal. Restores the saved settings when dropped (also
-/// during a panic unwind); [`RawMode::restore`] does it explicitly before `exit`/`raise`,
-/// which run no destructors.
-pub struct RawMode {
-    saved: Option<Termios>,
-}
-
-impl RawMode {
-    /// Saves the current settings of fd 0 and switches it to raw mode (cfmakeraw), so every
-    /// byte, Ctrl-C included, goes to the command's terminal on the warden's side.
-    pub fn enter() -> nix::Result<RawMode> {
-        let stdin = io::stdin();
-        let saved = termios::tcgetattr(stdin.as_fd())?;
-        let mut raw = saved.clone();
-        termios::cfmakeraw(&mut raw);
-        termios::tcsetattr(stdin.as_fd(), SetArg::TCSANOW, &raw)?;
-        Ok(RawMode { saved: Some(saved) })
+/// Sets the window size of the terminal on `fd` (TIOCSWINSZ); on a PTY master the kernel
+/// then sends SIGWINCH to the terminal's foreground process group.
+pub fn set_window_size(fd: BorrowedFd<'_>, size: WinSize) -> io::Result<()> {
+    let ws = libc::winsize {
+        ws_row: size.rows,
+        ws_col: size.cols,
+        ws_xpixel: size.xpixel,
+        ws_ypixel: size.ypixel,
+    };
+    // SAFETY: the fd is borrowed, so open for the call; TIOCSWINSZ reads one `winsize`
+    // from the valid pointer and keeps no reference to it.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+    if rc == -1 {
+        return Err(io::Error::last_os_error());
     }
-
-    /// Puts the saved settings back (once; later calls do nothing).
-    pub fn restore(&mut self) {
-        if let Some(saved) = self.saved.take() {
-            // Nothing useful can be done if this fails (terminal gone): the shim is exiting.
-            let _ = termios::tcsetattr(io::stdin().as_fd(), SetArg::TCSANOW, &saved);
-        }
-    }
-}
-
-impl Drop for RawMode {
-    fn drop(&mut self) {
-        self.restore();
-    }
+    Ok(())
 }

@@ -9,8 +9,13 @@
 //! supervisor), with `PATH` = `command_path` and that identity's `HOME`, `USER` and
 //! `LOGNAME`, in a cgroup of its own where the kernel offers one ([`cgroup`]).
 //!
-//! I/O modes: the shim's own fds (passed with SCM_RIGHTS; nothing streams), a pty (the
-//! request has a terminal), or pipes. Timeout, cancellation and the shim disconnecting all
+//! Descriptors, one by one: a standard descriptor that is the caller's terminal becomes the
+//! command's pty (one for all such descriptors, started with the caller's settings and
+//! size; its output streams as `TtyOut`, its settings as `Termios` when they change); one
+//! the shim passed with SCM_RIGHTS is given to the command as it is; a closed one is
+//! /dev/null; any other is a pipe that streams. Descriptors above 2 the shim passed reach
+//! the command at the caller's numbers (`--keep-fds`); every other descriptor above 2 is
+//! closed for it. Timeout, cancellation and the shim disconnecting all
 //! end the same way: SIGUSR1 to the helper, which kills the tree (SIGTERM, grace,
 //! SIGKILL); if the helper itself has not exited after grace + 3 s, the warden SIGKILLs
 //! the helper's descendants, its process group and the helper.
@@ -35,6 +40,7 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use clawrden_protocol::{FdKind, Termios};
 use nix::pty::PtyMaster;
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
@@ -47,8 +53,8 @@ use self::cgroup::RequestCgroups;
 use self::plumbing::StdinOp;
 use self::resolve::ShimIdentity;
 use super::{
-    AbandonedRequest, ExecIo, ExecRequest, Executor, Leftovers, Outcome, ReapFuture, RunFuture,
-    Started, StreamIn, StreamOut, REASON_CANCELLED_BY_WARDEN, REASON_SHIM_DISCONNECTED,
+    AbandonedRequest, ExecIo, ExecRequest, Executor, Leftovers, Outcome, PassedFds, ReapFuture,
+    RunFuture, Started, StreamIn, StreamOut, REASON_CANCELLED_BY_WARDEN, REASON_SHIM_DISCONNECTED,
 };
 use crate::identity::{RunAs, RunIdentity};
 
@@ -276,7 +282,7 @@ impl LocalExecutor {
         }
     }
 
-    /// Starts the exec-helper with the command's stdio wired for the request's mode.
+    /// Starts the exec-helper with the command's descriptors wired as the request says.
     fn spawn(
         &self,
         req: &mut ExecRequest,
@@ -287,8 +293,34 @@ impl LocalExecutor {
         let cwd = OsStr::from_bytes(&req.cwd);
         let mut cmd = Command::new(&self.exec_helper);
         cmd.arg("exec-helper");
-        if req.tty.is_some() && req.fds.is_none() {
+        let pty = match &req.terminal {
+            Some(terminal) => Some(plumbing::open_pty(terminal)?),
+            None => None,
+        };
+        if let Some(pty) = &pty {
+            // The terminal is the command's user's, as a login gives a user theirs: a
+            // program that reopens it by name must be able to.
+            if identity.uid != self.run_as.warden().uid {
+                if let Err(e) = nix::unistd::fchown(
+                    std::os::fd::AsRawFd::as_raw_fd(&pty.slave),
+                    Some(nix::unistd::Uid::from_raw(identity.uid)),
+                    None,
+                ) {
+                    tracing::debug!(error = %e, uid = identity.uid, "cannot give the command's terminal to its user; it stays the warden's");
+                }
+            }
+        }
+        if pty.is_some() {
             cmd.arg("--tty");
+        }
+        let extra = req
+            .fds
+            .as_mut()
+            .map(|f| std::mem::take(&mut f.extra))
+            .unwrap_or_default();
+        if !extra.is_empty() {
+            let numbers: Vec<String> = extra.iter().map(|(n, _)| n.to_string()).collect();
+            cmd.arg("--keep-fds").arg(numbers.join(","));
         }
         let mut env = std::mem::take(&mut req.env);
         crate::env::set_identity(
@@ -332,44 +364,47 @@ impl LocalExecutor {
             .process_group(0)
             // Last resort only: normally the helper is waited for (see `Helper`'s Drop).
             .kill_on_drop(true);
-        let wiring = if let Some([stdin, stdout, stderr]) = req.fds.take() {
-            cmd.stdin(Stdio::from(stdin))
-                .stdout(Stdio::from(stdout))
-                .stderr(Stdio::from(stderr));
-            Wiring::Fds
-        } else if let Some(tty) = &req.tty {
-            let pty = plumbing::open_pty(tty.rows, tty.cols)?;
-            cmd.stdin(Stdio::from(pty.slave.try_clone()?))
-                .stdout(Stdio::from(pty.slave.try_clone()?))
-                .stderr(Stdio::from(pty.slave));
-            Wiring::Tty(pty.master)
-        } else {
-            cmd.stdin(if req.stdin_open {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-            Wiring::PipesInChild
-        };
-        let mut child = cmd.spawn()?;
-        // Dropping the command closes the warden's copies of the slave / passed fds, so
-        // EOF and hangup reach their readers when the command's tree is done.
-        drop(cmd);
-        let wiring = match wiring {
-            Wiring::PipesInChild => {
-                let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take())
-                else {
-                    return Err(io::Error::other("the output pipes were not created"));
-                };
-                Wiring::Pipes {
-                    stdin: child.stdin.take(),
-                    stdout,
-                    stderr,
+        let PassedFds {
+            stdio: mut passed, ..
+        } = req.fds.take().unwrap_or_default();
+        let mut streamed = [false; 3];
+        for (i, kind) in req.stdio.iter().enumerate() {
+            let stdio = match (kind, &pty, passed[i].take()) {
+                (FdKind::Terminal, Some(pty), _) => Stdio::from(pty.slave.try_clone()?),
+                (_, _, Some(fd)) => Stdio::from(fd),
+                (FdKind::Closed, _, None) => Stdio::null(),
+                _ => {
+                    streamed[i] = true;
+                    Stdio::piped()
                 }
-            }
-            other => other,
+            };
+            match i {
+                0 => cmd.stdin(stdio),
+                1 => cmd.stdout(stdio),
+                _ => cmd.stderr(stdio),
+            };
+        }
+        if !extra.is_empty() {
+            crate::sys::pass_fds_at(&mut cmd, extra)?;
+        }
+        let mut child = cmd.spawn()?;
+        // Dropping the command (and the pty's own slave) closes the warden's copies of the
+        // slave and the passed fds, so EOF and hangup reach their readers when the
+        // command's tree is done.
+        drop(cmd);
+        let (master, started) = match pty {
+            Some(plumbing::Pty {
+                master, started, ..
+            }) => (Some(master), Some(started)),
+            None => (None, None),
+        };
+        let wiring = Wiring {
+            pty_input: master.is_some() && req.stdio[0] == FdKind::Terminal,
+            master,
+            started,
+            stdin: child.stdin.take().filter(|_| streamed[0]),
+            stdout: child.stdout.take().filter(|_| streamed[1]),
+            stderr: child.stderr.take().filter(|_| streamed[2]),
         };
         Ok((child, wiring))
     }
@@ -388,6 +423,10 @@ impl Drop for LocalExecutor {
 impl Executor for LocalExecutor {
     fn name(&self) -> &'static str {
         "local"
+    }
+
+    fn passes_fds(&self) -> bool {
+        true
     }
 
     fn run(&self, req: ExecRequest, io: ExecIo) -> RunFuture<'_> {
@@ -496,20 +535,18 @@ impl Drop for CgroupGuard {
     }
 }
 
-/// How the command's stdio is connected.
-enum Wiring {
-    /// The shim's own fds: nothing to stream.
-    Fds,
-    /// A pty; the warden holds the master.
-    Tty(Arc<AsyncFd<PtyMaster>>),
-    /// Pipes, not yet taken out of the spawned `Child`.
-    PipesInChild,
-    /// Pipes; no stdin pipe when the request's stdin is closed (/dev/null).
-    Pipes {
-        stdin: Option<ChildStdin>,
-        stdout: ChildStdout,
-        stderr: ChildStderr,
-    },
+/// How the command's descriptors are connected, as far as the warden streams them.
+struct Wiring {
+    /// The pty master, when the command has a terminal.
+    master: Option<Arc<AsyncFd<PtyMaster>>>,
+    /// The settings the pty started with.
+    started: Option<Termios>,
+    /// stdin is the pty: `Stdin` frames are typed into it.
+    pty_input: bool,
+    /// Streamed pipes (none for a descriptor that is the pty, passed, or closed).
+    stdin: Option<ChildStdin>,
+    stdout: Option<ChildStdout>,
+    stderr: Option<ChildStderr>,
 }
 
 /// The running exec-helper. If it is dropped before it was waited for (the `run` future
@@ -591,7 +628,7 @@ struct Plumbing {
     readers: JoinSet<()>,
     stdin: Option<(mpsc::Sender<StdinOp>, JoinHandle<()>)>,
     master: Option<Arc<AsyncFd<PtyMaster>>>,
-    /// The output sender when no pump owns it.
+    /// Kept until the run ends, so the channel stays open whatever streams.
     _idle_output: Option<mpsc::Sender<StreamOut>>,
 }
 
@@ -600,47 +637,40 @@ impl Plumbing {
     /// no output can precede it.
     fn start(wiring: Wiring, output: mpsc::Sender<StreamOut>) -> Plumbing {
         let mut readers = JoinSet::new();
-        match wiring {
-            // Nothing streams; the output channel stays open until the run ends.
-            Wiring::Fds | Wiring::PipesInChild => Plumbing {
-                readers,
-                stdin: None,
-                master: None,
-                _idle_output: Some(output),
-            },
-            Wiring::Tty(master) => {
-                readers.spawn(plumbing::pump_pty(master.clone(), output));
-                let (tx, rx) = mpsc::channel(STDIN_QUEUE);
-                let writer = tokio::spawn(plumbing::write_pty(master.clone(), rx));
-                Plumbing {
-                    readers,
-                    stdin: Some((tx, writer)),
-                    master: Some(master),
-                    _idle_output: None,
-                }
-            }
-            Wiring::Pipes {
-                stdin,
+        if let (Some(master), Some(started)) = (&wiring.master, wiring.started) {
+            readers.spawn(plumbing::pump_pty(master.clone(), started, output.clone()));
+        }
+        if let Some(stdout) = wiring.stdout {
+            readers.spawn(plumbing::pump_pipe(
                 stdout,
+                output.clone(),
+                StreamOut::Stdout,
+            ));
+        }
+        if let Some(stderr) = wiring.stderr {
+            readers.spawn(plumbing::pump_pipe(
                 stderr,
-            } => {
-                readers.spawn(plumbing::pump_pipe(
-                    stdout,
-                    output.clone(),
-                    StreamOut::Stdout,
-                ));
-                readers.spawn(plumbing::pump_pipe(stderr, output, StreamOut::Stderr));
-                let stdin = stdin.map(|pipe| {
-                    let (tx, rx) = mpsc::channel(STDIN_QUEUE);
-                    (tx, tokio::spawn(plumbing::write_pipe(pipe, rx)))
-                });
-                Plumbing {
-                    readers,
-                    stdin,
-                    master: None,
-                    _idle_output: None,
-                }
+                output.clone(),
+                StreamOut::Stderr,
+            ));
+        }
+        let stdin = match (&wiring.master, wiring.stdin) {
+            (Some(master), _) if wiring.pty_input => {
+                let (tx, rx) = mpsc::channel(STDIN_QUEUE);
+                Some((tx, tokio::spawn(plumbing::write_pty(master.clone(), rx))))
             }
+            (_, Some(pipe)) => {
+                let (tx, rx) = mpsc::channel(STDIN_QUEUE);
+                Some((tx, tokio::spawn(plumbing::write_pipe(pipe, rx))))
+            }
+            _ => None,
+        };
+        Plumbing {
+            readers,
+            stdin,
+            master: wiring.master,
+            // Nothing may stream at all; the output channel stays open until the run ends.
+            _idle_output: Some(output),
         }
     }
 

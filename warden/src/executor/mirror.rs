@@ -4,8 +4,7 @@
 //! ```text
 //! /usr/lib/clawrden/bin/clawrden-shim exec-helper --original-root /usr/lib/clawrden/originals
 //!     --uid U --gid G --grace-ms N --request-id ID --env-block N --time-limit-ms N
-//!     --no-parent-death [--tty] [--hex]
-//!     --cwd CWD -- NAME ARGV...
+//!     --no-parent-death --framed [--hex] --cwd CWD -- NAME ARGV...
 //! ```
 //!
 //! NAME is the basename of `argv[0]`, the name the policy decided on: the helper runs the
@@ -15,33 +14,37 @@
 //! the caller's uid, gid and groups, and runs it in the caller's cwd with the caller's
 //! environment ([`crate::env::for_mirror`]), which reaches the helper as an opaque block
 //! (`CLAWRDEN_EXEC_ENV_*`), never as its own variables. `--time-limit-ms` makes the helper
-//! kill the tree itself if this warden dies before the limit. Its stdin/stdout/stderr are
-//! the exec's attach stream
-//! (demultiplexed without a TTY; with one, the raw terminal stream, passed on as stdout
-//! verbatim: see [`DockerClient::exec`]). Both are byte-exact.
+//! kill the tree itself if this warden dies before the limit.
 //!
-//! Docker cannot signal an exec, so signals go through a second exec,
-//! `clawrden-shim exec-helper --kill --request-id ID --signal SIG`, which finds the helper
-//! by its command line. Timeout, cancellation and the shim disconnecting send SIGUSR1 (the
-//! helper kills the whole tree: SIGTERM, grace, SIGKILL); if the exec has not ended after
-//! grace + 3 s, `--signal KILL` kills the tree and the helper directly.
+//! The exec is never a Docker TTY: its stdin and stdout carry the executor channel
+//! (`clawrden_protocol::channel`, see [`channel`]). The first frame tells the helper how to
+//! set up each of the command's standard descriptors (a PTY with the caller's terminal
+//! settings and size for every one that is the caller's terminal, a pipe for the others,
+//! /dev/null for a closed one); then stdin, signals, resizes go in as frames, and
+//! `Started` (with the original the helper executes: the `start` event's `program`), output,
+//! terminal output, terminal settings, and finally the exact outcome (an exit status, or
+//! death by a signal as that signal) come back. The helper's own stderr carries only its
+//! diagnostics. Descriptors above 2 cannot cross into the container (the session denies
+//! a call that names one).
 //!
-//! Exit status: Docker reports the helper's exit code. A command that died of signal N
-//! makes the helper die of N too, which Docker reports as 128 + N; that cannot be told
-//! apart from a command that exited 128 + N, so the outcome is `Exited(128 + N)` (a
-//! shell in the prisoner shows the same number either way).
+//! Timeout, cancellation and the shim disconnecting send `Kill` (the helper kills the whole
+//! tree: SIGTERM, grace, SIGKILL); if the exec has not ended after grace + 3 s, a second
+//! exec, `clawrden-shim exec-helper --kill --request-id ID --signal KILL`, kills the tree
+//! and the helper directly.
+
+mod channel;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use bollard::container::LogOutput;
-use futures_util::StreamExt;
-use tokio::io::AsyncWriteExt;
-use tokio::sync::{mpsc, watch};
+use clawrden_protocol::channel::{ChannelMsg, Start, StdioPlan};
+use clawrden_protocol::{FdKind, WinSize};
+use tokio::sync::watch;
 
+use self::channel::{StartedReport, ToHelper};
 use super::{
     AbandonedRequest, ExecIo, ExecRequest, Executor, Leftovers, Outcome, ReapFuture, RunFuture,
-    Started, StreamIn, StreamOut,
+    StreamIn,
 };
 use crate::docker::{AttachedExec, DockerClient, ExecSpec};
 use crate::executor::{REASON_CANCELLED_BY_WARDEN, REASON_SHIM_DISCONNECTED};
@@ -58,8 +61,6 @@ const AFTER_HARD_KILL: Duration = Duration::from_secs(3);
 /// Beyond the command's own limit, when the exec-helper kills the tree by itself (the
 /// warden normally does it at the limit; this is for a warden that died meanwhile).
 const HELPER_TIME_LIMIT_SLACK: Duration = Duration::from_secs(5);
-/// Stdin chunks queued for the writer before the executor stops taking more input.
-const STDIN_QUEUE: usize = 8;
 /// Signals the shim may forward to the command (the helper forwards them to its group).
 const FORWARDED_SIGNALS: [i32; 5] = [
     libc::SIGINT,
@@ -143,9 +144,7 @@ impl MirrorExecutor {
                 .to_string(),
             "--no-parent-death".into(),
         ];
-        if req.tty.is_some() {
-            cmd.push("--tty".into());
-        }
+        cmd.push("--framed".into());
         if hex {
             cmd.push("--hex".into());
         }
@@ -161,8 +160,9 @@ impl MirrorExecutor {
             env,
             user: "0:0".into(),
             working_dir: Some("/".into()),
-            tty: req.tty.is_some(),
-            stdin: req.stdin_open || req.tty.is_some(),
+            // The channel: never a Docker TTY, stdin always attached.
+            tty: false,
+            stdin: true,
         })
     }
 
@@ -229,14 +229,10 @@ impl MirrorExecutor {
             output: stream,
             input: stdin,
         } = exec;
-        if let Some(tty) = &req.tty {
-            if let Err(e) = self
-                .docker
-                .resize_exec(&container, &id, tty.rows, tty.cols)
-                .await
-            {
-                tracing::debug!(error = %e, "setting the exec's terminal size failed");
-            }
+        let (helper, writer) = ToHelper::start(stdin);
+        let start = start_frame(&req);
+        if !helper.send(ChannelMsg::Start(start)).await {
+            tracing::debug!("the exec's stdin closed before the call started");
         }
         let pid = match self.docker.exec_state(&container, &id).await {
             Ok(state) => state.pid,
@@ -245,19 +241,22 @@ impl MirrorExecutor {
                 0
             }
         };
-        let program = command_name(&req).map(<[u8]>::to_vec).unwrap_or_default();
-        let _ = started.send(Started {
+        // Reported when the helper says the command runs, with the original it executes.
+        let report = StartedReport {
+            tx: started,
             pid,
-            program,
             run_as: Some((req.uid, req.gid)),
-        });
-
-        let mut pump = tokio::spawn(pump_output(stream, output));
-        let (stdin_tx, stdin_rx) = mpsc::channel::<StdinOp>(STDIN_QUEUE);
-        let writer = tokio::spawn(write_stdin(stdin, stdin_rx));
-        // False once the writer is gone (the command closed its stdin): input is dropped.
-        let mut stdin_alive = spec.stdin;
-        let mut pending: Option<StdinOp> = None;
+        };
+        let mut reader = tokio::spawn(channel::read_helper(
+            stream,
+            output,
+            helper.window.clone(),
+            Some(report),
+        ));
+        let has_terminal = req.terminal.is_some();
+        // False once stdin was closed (or cannot take more): input is dropped.
+        let mut stdin_alive = req.stdin_open() || req.stdio[0] == FdKind::Terminal;
+        let mut pending: Option<StreamIn> = None;
         let deadline = tokio::time::sleep(req.timeout);
         tokio::pin!(deadline);
         let stop = loop {
@@ -267,9 +266,20 @@ impl MirrorExecutor {
                 () = cancelled_by_warden(&mut cancel) => {
                     break Stop::Cancelled(REASON_CANCELLED_BY_WARDEN.into());
                 }
-                _ = &mut pump => {
+                end = &mut reader => {
                     writer.abort();
                     guard.armed = false;
+                    let end = end.unwrap_or_default();
+                    if let Some(outcome) = end.outcome {
+                        return outcome;
+                    }
+                    if let Some(broken) = end.broken {
+                        return Outcome::Cancelled {
+                            reason: format!("lost track of the command: {broken}"),
+                        };
+                    }
+                    // The helper ended without an outcome: it failed before it could run
+                    // the command (its stderr said why); Docker has its exit status.
                     return match self.docker.exec_finished(&container, &id).await {
                         Ok(state) => match state.exit_code.map(i32::try_from) {
                             Some(Ok(code)) => Outcome::Exited(code),
@@ -282,59 +292,44 @@ impl MirrorExecutor {
                         },
                     };
                 }
-                permit = stdin_tx.reserve(), if pending.is_some() => {
-                    match (permit, pending.take()) {
-                        (Ok(permit), Some(op)) => permit.send(op),
-                        _ => stdin_alive = false,
+                permit = stdin_window(&helper, &pending) => {
+                    let Some(op) = pending.take() else { continue };
+                    if let Some(permit) = permit {
+                        permit.forget();
+                    }
+                    let msg = match op {
+                        StreamIn::Stdin(data) => ChannelMsg::Stdin(data),
+                        _ => ChannelMsg::StdinEof,
+                    };
+                    if !helper.send(msg).await {
+                        stdin_alive = false;
                     }
                 }
                 message = input.recv(), if pending.is_none() => match message {
                     None => break Stop::Cancelled(REASON_SHIM_DISCONNECTED.into()),
-                    Some(StreamIn::Stdin(data)) if stdin_alive => {
-                        pending = Some(StdinOp::Data(data));
-                    }
+                    Some(op @ StreamIn::Stdin(_)) if stdin_alive => pending = Some(op),
                     Some(StreamIn::StdinEof) if stdin_alive => {
-                        pending = Some(StdinOp::Eof);
+                        pending = Some(StreamIn::StdinEof);
+                        stdin_alive = false;
                     }
                     Some(StreamIn::Stdin(_) | StreamIn::StdinEof) => {}
                     Some(StreamIn::Signal(n)) => {
                         if FORWARDED_SIGNALS.contains(&n) {
-                            let (docker, container, shim, request_id) = (
-                                self.docker.clone(),
-                                container.clone(),
-                                self.shim.clone(),
-                                req.request_id.clone(),
-                            );
-                            tokio::spawn(async move {
-                                signal_helper(&docker, &container, &shim, &request_id, &n.to_string()).await;
-                            });
+                            helper.send(ChannelMsg::Signal(n)).await;
                         }
                     }
                     Some(StreamIn::Resize { rows, cols }) => {
-                        if spec.tty {
-                            let (docker, container, id) = (self.docker.clone(), container.clone(), id.clone());
-                            tokio::spawn(async move {
-                                if let Err(e) = docker.resize_exec(&container, &id, rows, cols).await {
-                                    tracing::debug!(error = %e, "resizing the exec's terminal failed");
-                                }
-                            });
+                        if has_terminal {
+                            let size = WinSize { rows, cols, xpixel: 0, ypixel: 0 };
+                            helper.send(ChannelMsg::Resize(size)).await;
                         }
                     }
                 },
             }
         };
-        drop(stdin_tx);
-        writer.abort();
         guard.armed = false;
-        signal_helper(
-            &self.docker,
-            &container,
-            &self.shim,
-            &req.request_id,
-            "USR1",
-        )
-        .await;
-        if tokio::time::timeout(req.grace + HELPER_KILL_SLACK, &mut pump)
+        helper.send(ChannelMsg::Kill).await;
+        if tokio::time::timeout(req.grace + HELPER_KILL_SLACK, &mut reader)
             .await
             .is_err()
         {
@@ -343,7 +338,7 @@ impl MirrorExecutor {
                 container = %container,
                 "the exec-helper did not finish killing the process tree; killing the tree directly"
             );
-            signal_helper(
+            signal_running_helper(
                 &self.docker,
                 &container,
                 &self.shim,
@@ -351,7 +346,7 @@ impl MirrorExecutor {
                 "KILL",
             )
             .await;
-            if tokio::time::timeout(AFTER_HARD_KILL, &mut pump)
+            if tokio::time::timeout(AFTER_HARD_KILL, &mut reader)
                 .await
                 .is_err()
             {
@@ -360,13 +355,60 @@ impl MirrorExecutor {
                     container = %container,
                     "the command's exec did not end after SIGKILL; its output stream is abandoned"
                 );
-                pump.abort();
+                reader.abort();
             }
         }
+        drop(helper);
+        writer.abort();
         match stop {
             Stop::TimedOut => Outcome::TimedOut { after: req.timeout },
             Stop::Cancelled(reason) => Outcome::Cancelled { reason },
         }
+    }
+}
+
+/// The `Start` frame for `req`: each standard descriptor as the caller's (a terminal one is
+/// the PTY, a closed one /dev/null, any other a streamed pipe).
+fn start_frame(req: &ExecRequest) -> Start {
+    let mut stdio = [StdioPlan::Pipe; 3];
+    for (plan, kind) in stdio.iter_mut().zip(req.stdio) {
+        *plan = match kind {
+            FdKind::Terminal => StdioPlan::Terminal,
+            FdKind::Closed => StdioPlan::Null,
+            _ => StdioPlan::Pipe,
+        };
+    }
+    let terminal = req
+        .terminal
+        .as_ref()
+        .filter(|_| stdio.contains(&StdioPlan::Terminal))
+        .map(|t| (t.termios.clone(), t.size));
+    if terminal.is_none() {
+        // No settings to start a PTY with: no PTY (the request's terminal always comes
+        // with a terminal descriptor, so this only guards the frame's invariant).
+        for plan in &mut stdio {
+            if *plan == StdioPlan::Terminal {
+                *plan = StdioPlan::Pipe;
+            }
+        }
+    }
+    Start { stdio, terminal }
+}
+
+/// Resolves when the pending stdin operation may be sent: data needs its length in window
+/// (a permit the caller forgets once sent); end-of-file needs none. Never resolves without
+/// a pending operation.
+async fn stdin_window<'a>(
+    helper: &'a ToHelper,
+    pending: &Option<StreamIn>,
+) -> Option<tokio::sync::SemaphorePermit<'a>> {
+    match pending {
+        Some(StreamIn::Stdin(data)) => {
+            let n = u32::try_from(data.len()).unwrap_or(u32::MAX).max(1);
+            helper.window.acquire_many(n).await.ok()
+        }
+        Some(_) => None,
+        None => std::future::pending().await,
     }
 }
 
@@ -389,8 +431,9 @@ impl Executor for MirrorExecutor {
                         r.prisoner
                     )),
                     Some(target) => match self.docker.resolve_container(target).await {
+                        // `--kill` only believes root helpers.
                         Ok(container) => {
-                            kill_leftovers(&self.docker, &container, &self.shim, &r.id).await
+                            signal_helper(&self.docker, &container, &self.shim, &r.id, "KILL").await
                         }
                         Err(e) => Leftovers::Failed(format!(
                             "cannot find the container of prisoner {}: {e}",
@@ -402,39 +445,6 @@ impl Executor for MirrorExecutor {
             }
             report
         })
-    }
-}
-
-/// SIGKILLs the tree of the exec-helper of `request_id` in `container` (`--kill
-/// --signal KILL`, which only believes root helpers).
-async fn kill_leftovers(
-    docker: &DockerClient,
-    container: &str,
-    shim: &str,
-    request_id: &str,
-) -> Leftovers {
-    let spec = ExecSpec {
-        cmd: vec![
-            shim.to_owned(),
-            "exec-helper".into(),
-            "--kill".into(),
-            "--request-id".into(),
-            request_id.to_owned(),
-            "--signal".into(),
-            "KILL".into(),
-        ],
-        user: "0:0".into(),
-        ..ExecSpec::default()
-    };
-    match docker.exec_output(container, &spec).await {
-        Ok(out) if out.exit_code == Some(0) => Leftovers::Killed,
-        Ok(out) if out.exit_code == Some(3) => Leftovers::NoneLeft,
-        Ok(out) => Leftovers::Failed(format!(
-            "exec-helper --kill in {container} exited {:?}: {}",
-            out.exit_code,
-            String::from_utf8_lossy(&out.stderr).trim_end()
-        )),
-        Err(e) => Leftovers::Failed(format!("cannot exec into {container}: {e}")),
     }
 }
 
@@ -466,61 +476,6 @@ enum Stop {
     Cancelled(String),
 }
 
-enum StdinOp {
-    Data(Vec<u8>),
-    Eof,
-}
-
-/// Copies the exec's output to the session until the stream ends (the command and every
-/// process holding its stdout/stderr are gone).
-async fn pump_output(
-    mut stream: std::pin::Pin<
-        Box<dyn futures_util::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>,
-    >,
-    output: mpsc::Sender<StreamOut>,
-) {
-    while let Some(item) = stream.next().await {
-        let frame = match item {
-            Ok(LogOutput::StdOut { message } | LogOutput::Console { message }) => {
-                StreamOut::Stdout(message.to_vec())
-            }
-            Ok(LogOutput::StdErr { message }) => StreamOut::Stderr(message.to_vec()),
-            Ok(LogOutput::StdIn { .. }) => continue,
-            Err(e) => {
-                tracing::debug!(error = %e, "the exec's output stream failed");
-                return;
-            }
-        };
-        if output.send(frame).await.is_err() {
-            // The session is gone; keep draining so the command is not blocked on a full
-            // pipe while it is being killed.
-            while stream.next().await.is_some() {}
-            return;
-        }
-    }
-}
-
-/// Writes stdin chunks to the exec; EOF shuts the write side down (the command's stdin
-/// closes).
-async fn write_stdin(
-    mut stdin: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
-    mut ops: mpsc::Receiver<StdinOp>,
-) {
-    while let Some(op) = ops.recv().await {
-        match op {
-            StdinOp::Data(data) => {
-                if stdin.write_all(&data).await.is_err() {
-                    return;
-                }
-            }
-            StdinOp::Eof => {
-                let _ = stdin.shutdown().await;
-                return;
-            }
-        }
-    }
-}
-
 /// Resolves once the warden's cancel flag is true; never if the flag's sender is gone.
 async fn cancelled_by_warden(cancel: &mut watch::Receiver<bool>) {
     if cancel.wait_for(|c| *c).await.is_err() {
@@ -528,14 +483,16 @@ async fn cancelled_by_warden(cancel: &mut watch::Receiver<bool>) {
     }
 }
 
-/// Runs `exec-helper --kill --request-id ID --signal SIG` in the container and waits for it.
+/// Runs `exec-helper --kill --request-id ID --signal SIG` in the container and waits for
+/// it: `Killed` when a helper was signalled, `NoneLeft` when there is none (exit 3: the
+/// command had just ended), else why it failed.
 async fn signal_helper(
     docker: &DockerClient,
     container: &str,
     shim: &str,
     request_id: &str,
     signal: &str,
-) {
+) -> Leftovers {
     let spec = ExecSpec {
         cmd: vec![
             shim.to_owned(),
@@ -550,20 +507,28 @@ async fn signal_helper(
         ..ExecSpec::default()
     };
     match docker.exec_output(container, &spec).await {
-        Ok(out) if out.exit_code == Some(0) => {}
-        // 3: no such helper (the command had just ended).
-        Ok(out) if out.exit_code == Some(3) => {}
-        Ok(out) => tracing::warn!(
-            request_id,
-            container,
-            signal,
-            exit_code = ?out.exit_code,
-            stderr = %String::from_utf8_lossy(&out.stderr).trim_end(),
-            "signalling the exec-helper failed"
-        ),
-        Err(e) => {
-            tracing::warn!(request_id, container, signal, error = %e, "signalling the exec-helper failed")
-        }
+        Ok(out) if out.exit_code == Some(0) => Leftovers::Killed,
+        Ok(out) if out.exit_code == Some(3) => Leftovers::NoneLeft,
+        Ok(out) => Leftovers::Failed(format!(
+            "exec-helper --kill --signal {signal} in {container} exited {:?}: {}",
+            out.exit_code,
+            String::from_utf8_lossy(&out.stderr).trim_end()
+        )),
+        Err(e) => Leftovers::Failed(format!("cannot exec into {container}: {e}")),
+    }
+}
+
+/// [`signal_helper`] for a running call: a failure is logged, nothing else.
+async fn signal_running_helper(
+    docker: &DockerClient,
+    container: &str,
+    shim: &str,
+    request_id: &str,
+    signal: &str,
+) {
+    if let Leftovers::Failed(why) = signal_helper(docker, container, shim, request_id, signal).await
+    {
+        tracing::warn!(request_id, container, signal, error = %why, "signalling the exec-helper failed");
     }
 }
 
@@ -590,7 +555,7 @@ impl Drop for KillGuard {
         );
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
-                signal_helper(&docker, &container, &shim, &request_id, "USR1").await;
+                signal_running_helper(&docker, &container, &shim, &request_id, "USR1").await;
             });
         }
     }
@@ -612,8 +577,8 @@ mod tests {
                 (b"CLAWRDEN_PARENT_REQUEST".to_vec(), b"01JTEST".to_vec()),
                 (b"BIN".to_vec(), b"\xff".to_vec()),
             ],
-            tty: None,
-            stdin_open: true,
+            stdio: [FdKind::Pipe, FdKind::Pipe, FdKind::Pipe],
+            terminal: None,
             timeout: Duration::from_secs(30),
             grace: Duration::from_millis(500),
             uid: 1000,
@@ -664,6 +629,7 @@ mod tests {
                 "--time-limit-ms",
                 "35500",
                 "--no-parent-death",
+                "--framed",
                 "--cwd",
                 "/workspace",
                 "--",
@@ -689,6 +655,44 @@ mod tests {
         assert!(spec.cmd.contains(&"--hex".to_owned()));
         assert_eq!(spec.cmd[dashes - 1], "2f77");
         assert_eq!(spec.cmd[dashes + 1..], ["636174", "636174", "ff78"]);
+    }
+
+    #[test]
+    fn each_descriptor_of_the_caller_is_planned_as_its_kind() {
+        let mut req = request(&[b"cat"], b"/");
+        assert_eq!(
+            start_frame(&req),
+            Start {
+                stdio: [StdioPlan::Pipe; 3],
+                terminal: None
+            }
+        );
+        let settings = clawrden_protocol::Termios {
+            iflag: 1,
+            oflag: 2,
+            cflag: 3,
+            lflag: 4,
+            cc: vec![3],
+        };
+        let size = WinSize {
+            rows: 30,
+            cols: 100,
+            xpixel: 0,
+            ypixel: 0,
+        };
+        req.stdio = [FdKind::Terminal, FdKind::File, FdKind::Closed];
+        req.terminal = Some(clawrden_protocol::Terminal {
+            termios: settings.clone(),
+            size,
+            term: b"xterm".to_vec(),
+        });
+        assert_eq!(
+            start_frame(&req),
+            Start {
+                stdio: [StdioPlan::Terminal, StdioPlan::Pipe, StdioPlan::Null],
+                terminal: Some((settings, size)),
+            }
+        );
     }
 
     #[test]

@@ -8,9 +8,14 @@
 //! - `io.cancel` turning `true` (lockdown, kill switch, shutdown) does the same.
 //! - At `timeout` the whole process tree dies the same way and the outcome is
 //!   [`Outcome::TimedOut`].
-//! - `io.started` is sent exactly once, just after the process exists, before any output.
+//! - `io.started` is sent at most once: just after the command exists, before any of its
+//!   output; never for a command that could not be started.
 //! - Output goes to `io.output` in order; the channel is bounded, so a slow shim slows the
 //!   command instead of growing memory.
+//! - Each standard descriptor keeps its kind (`ExecRequest::stdio`): terminal ones share
+//!   one PTY that starts with the caller's settings and size; its output is `TtyOut`, and
+//!   its settings go back as `Termios` when they change, so the caller's terminal ends as
+//!   the command left it (README, "What the agent sees").
 
 pub mod local;
 pub mod mirror;
@@ -20,7 +25,7 @@ use std::os::fd::OwnedFd;
 use std::pin::Pin;
 use std::time::Duration;
 
-use clawrden_protocol::Tty;
+use clawrden_protocol::{FdKind, Terminal, Termios};
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// What to run. The session has already decided and built the environment
@@ -40,8 +45,13 @@ pub struct ExecRequest {
     /// executors without `PATH`, `HOME`, `USER` and `LOGNAME`, which they set from the
     /// identity the command runs as.
     pub env: Vec<(Vec<u8>, Vec<u8>)>,
-    pub tty: Option<Tty>,
-    pub stdin_open: bool,
+    /// What the caller's descriptors 0, 1 and 2 are. Each of the command's is the same
+    /// kind: a terminal one is the command's PTY (one PTY for all of them), a closed one
+    /// /dev/null, any other the caller's own descriptor (`fds`) or a streamed pipe.
+    pub stdio: [FdKind; 3],
+    /// The caller's terminal, which the command's PTY starts as: present exactly when a
+    /// `stdio` kind is [`FdKind::Terminal`].
+    pub terminal: Option<Terminal>,
     pub timeout: Duration,
     /// How long the tree gets between SIGTERM and SIGKILL.
     pub grace: Duration,
@@ -52,9 +62,26 @@ pub struct ExecRequest {
     pub groups: Vec<u32>,
     /// The deciding rule's `run_as` user (warden-side executors).
     pub run_as: Option<String>,
-    /// The shim's stdin, stdout and stderr, when it passed them with SCM_RIGHTS and the
-    /// session told it `uses_fds`. The executor then streams nothing.
-    pub fds: Option<[OwnedFd; 3]>,
+    /// The caller's own descriptors, when the shim passed them with SCM_RIGHTS and the
+    /// session told it `uses_fds` (only to an executor whose [`Executor::passes_fds`] is
+    /// true). Only the terminal, if any, then streams.
+    pub fds: Option<PassedFds>,
+}
+
+impl ExecRequest {
+    /// fd 0 was open.
+    pub fn stdin_open(&self) -> bool {
+        self.stdio[0] != FdKind::Closed
+    }
+}
+
+/// The caller's descriptors handed to the command as they are.
+#[derive(Debug, Default)]
+pub struct PassedFds {
+    /// fds 0, 1 and 2: present for every one that is neither closed nor a terminal.
+    pub stdio: [Option<OwnedFd>; 3],
+    /// Descriptors above 2, at the caller's numbers, ascending.
+    pub extra: Vec<(u32, OwnedFd)>,
 }
 
 /// Shim -> command.
@@ -71,6 +98,11 @@ pub enum StreamIn {
 pub enum StreamOut {
     Stdout(Vec<u8>),
     Stderr(Vec<u8>),
+    /// Output of the command's PTY.
+    TtyOut(Vec<u8>),
+    /// The command's PTY settings changed (sent when noticed, and once more, if they
+    /// changed, before the command's outcome).
+    Termios(Termios),
 }
 
 /// Facts about a started command, for the `start` audit event.
@@ -78,8 +110,9 @@ pub enum StreamOut {
 pub struct Started {
     /// Pid of the supervising process on the executor's host.
     pub pid: u32,
-    /// What runs: `local`, the absolute path executed; `mirror`, the command name whose
-    /// original the exec-helper runs (found by its fixed search order, docs/docker.md).
+    /// What runs: `local`, the absolute path executed; `mirror`, the path of the original
+    /// the exec-helper found for the command's name (its fixed search order,
+    /// docs/docker.md), as its `Started` frame reports it.
     pub program: Vec<u8>,
     /// The uid and gid the command runs as, when the executor knows them.
     pub run_as: Option<(u32, u32)>,
@@ -167,6 +200,13 @@ pub type ReapFuture<'a> = Pin<Box<dyn Future<Output = Vec<(String, Leftovers)>> 
 pub trait Executor: Send + Sync {
     /// Short name for logs, audit and metrics: `local`, `mirror`, `ghost`.
     fn name(&self) -> &'static str;
+    /// Whether the command can be given the caller's own descriptors (same host): then
+    /// every descriptor the caller left open reaches it at the same number, and only a
+    /// terminal streams. Otherwise everything streams and descriptors above 2 do not
+    /// exist for the command, so a call naming one (`/dev/fd/63`) is denied.
+    fn passes_fds(&self) -> bool {
+        false
+    }
     /// Runs `req` to completion under the contract above.
     fn run(&self, req: ExecRequest, io: ExecIo) -> RunFuture<'_>;
     /// At start-up: kills whatever still runs of `requests` (abandoned by a previous warden

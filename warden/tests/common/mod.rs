@@ -33,7 +33,9 @@ pub use tempdir::TempDir;
 /// - `fail`: prints `bad` on stderr and exits 3;
 /// - `cat`: copies stdin to stdout until StdinEof, exits 0;
 /// - `env`: prints the environment it got, `NAME=VALUE` lines;
-/// - `fds`: prints `fds=3` when it got the shim's descriptors, else `fds=none`;
+/// - `fds`: prints `fds=` and the numbers of the shim's descriptors it got (`fds=0,1,2`),
+///   else `fds=none`;
+/// - `tty`: terminal output `a\r\n`, then settings with `lflag` 0, then `b`;
 /// - `wait`: runs until cancelled;
 /// - `hang`: runs until its timeout.
 pub struct ProgramExecutor;
@@ -56,9 +58,26 @@ async fn wait_cancel(
     }
 }
 
+/// [`ProgramExecutor`] as an executor that cannot pass descriptors (like mirror).
+pub struct StreamingExecutor;
+
+impl Executor for StreamingExecutor {
+    fn name(&self) -> &'static str {
+        "mirror"
+    }
+
+    fn run(&self, req: ExecRequest, io: ExecIo) -> RunFuture<'_> {
+        ProgramExecutor.run(req, io)
+    }
+}
+
 impl Executor for ProgramExecutor {
     fn name(&self) -> &'static str {
         "local"
+    }
+
+    fn passes_fds(&self) -> bool {
+        true
     }
 
     fn run(&self, req: ExecRequest, io: ExecIo) -> RunFuture<'_> {
@@ -115,12 +134,35 @@ impl Executor for ProgramExecutor {
                     Outcome::Exited(0)
                 }
                 b"fds" => {
-                    let line: &[u8] = if req.fds.is_some() {
-                        b"fds=3\n"
-                    } else {
-                        b"fds=none\n"
+                    let line = match &req.fds {
+                        Some(p) => {
+                            let numbers: Vec<String> = (0..3u32)
+                                .filter(|&i| p.stdio[i as usize].is_some())
+                                .chain(p.extra.iter().map(|(n, _)| *n))
+                                .map(|n| n.to_string())
+                                .collect();
+                            format!("fds={}\n", numbers.join(","))
+                        }
+                        None => "fds=none\n".to_owned(),
                     };
-                    output.send(out(line)).await.unwrap();
+                    output.send(out(line.as_bytes())).await.unwrap();
+                    Outcome::Exited(0)
+                }
+                b"tty" => {
+                    let settings = clawrden_protocol::Termios {
+                        iflag: 1,
+                        oflag: 2,
+                        cflag: 3,
+                        lflag: 0,
+                        cc: vec![3, 28],
+                    };
+                    for item in [
+                        StreamOut::TtyOut(b"a\r\n".to_vec()),
+                        StreamOut::Termios(settings),
+                        StreamOut::TtyOut(b"b".to_vec()),
+                    ] {
+                        output.send(item).await.unwrap();
+                    }
                     Outcome::Exited(0)
                 }
                 b"wait" => Outcome::Cancelled {
@@ -162,6 +204,10 @@ rules:
     action: allow
     executor: ghost
     ghost: { image: clawrden/test }
+  - name: mirrored
+    command: mirrored-tool
+    action: allow
+    executor: mirror
   - name: slow
     command: tool
     args: [hang]
@@ -241,6 +287,7 @@ impl TestWarden {
         let policy = Policy::load(&policy_path).unwrap();
         let mut executors = ExecutorRegistry::new();
         executors.insert("local", Arc::new(ProgramExecutor));
+        executors.insert("mirror", Arc::new(StreamingExecutor));
         let mut warden = Warden::new(&config, policy, executors).unwrap();
         warden.set_limits(SessionLimits {
             request_deadline: setup.request_deadline,
@@ -389,10 +436,8 @@ pub fn request(argv: &[&str]) -> Request {
         tool_path: format!("/usr/local/bin/{}", argv[0]).into_bytes(),
         cwd: b"/work".to_vec(),
         env: vec![(b"PATH".to_vec(), b"/usr/bin:/bin".to_vec())],
-        tty: None,
-        stdin_open: false,
         parent_request: None,
-        fds_attached: false,
+        ..Default::default()
     }
 }
 

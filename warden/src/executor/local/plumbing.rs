@@ -15,6 +15,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::ChildStdin;
 use tokio::sync::mpsc;
 
+use clawrden_protocol::{Terminal, Termios};
+
 use crate::executor::StreamOut;
 
 /// Largest chunk read from the command at once (one protocol I/O frame).
@@ -27,16 +29,19 @@ pub(super) enum StdinOp {
     Eof,
 }
 
-/// A pseudo-terminal: the master stays with the warden, the slave becomes the command's
-/// stdin, stdout and stderr.
+/// A pseudo-terminal: the master stays with the warden, the slave becomes each of the
+/// command's standard descriptors that is the caller's terminal.
 pub(super) struct Pty {
     pub(super) master: Arc<AsyncFd<PtyMaster>>,
     pub(super) slave: std::fs::File,
+    /// The settings it started with (the caller's).
+    pub(super) started: Termios,
 }
 
-/// Opens a pty of the given size. Both ends are close-on-exec (the warden spawns other
-/// commands concurrently) and the slave never becomes the warden's controlling terminal.
-pub(super) fn open_pty(rows: u16, cols: u16) -> io::Result<Pty> {
+/// Opens a pty with the caller's terminal settings and size. Both ends are close-on-exec
+/// (the warden spawns other commands concurrently) and the slave never becomes the
+/// warden's controlling terminal.
+pub(super) fn open_pty(terminal: &Terminal) -> io::Result<Pty> {
     let master = posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)?;
     grantpt(&master)?;
     unlockpt(&master)?;
@@ -46,7 +51,11 @@ pub(super) fn open_pty(rows: u16, cols: u16) -> io::Result<Pty> {
         .write(true)
         .custom_flags(libc::O_NOCTTY)
         .open(&slave_path)?;
-    crate::sys::set_window_size(master.as_fd(), rows, cols)?;
+    crate::sys::set_termios(slave.as_fd(), &terminal.termios)?;
+    crate::sys::set_winsize(master.as_fd(), terminal.size)?;
+    // What the kernel made of the settings (bits a PTY does not keep are dropped): the
+    // baseline against which the command's own changes are noticed.
+    let started = crate::sys::get_termios(master.as_fd())?;
     let flags = OFlag::from_bits_truncate(fcntl(master.as_raw_fd(), FcntlArg::F_GETFL)?);
     fcntl(
         master.as_raw_fd(),
@@ -55,6 +64,7 @@ pub(super) fn open_pty(rows: u16, cols: u16) -> io::Result<Pty> {
     Ok(Pty {
         master: Arc::new(crate::sys::register_pty_master(master)?),
         slave,
+        started,
     })
 }
 
@@ -85,41 +95,62 @@ pub(super) async fn pump_pipe<R: AsyncRead + Unpin>(
     }
 }
 
-/// Copies the pty master to the session as stdout until every slave fd is closed (the
-/// master then reads EIO).
-pub(super) async fn pump_pty(master: Arc<AsyncFd<PtyMaster>>, output: mpsc::Sender<StreamOut>) {
+/// Copies the pty master to the session as `TtyOut` until every slave fd is closed (the
+/// master then reads EIO). After every chunk, and once more at the end, the pty's
+/// settings are compared with the last ones sent (first: `started`); a change goes to the
+/// session as `Termios`, in order with the output, so the caller's terminal can end as the
+/// command left its own.
+pub(super) async fn pump_pty(
+    master: Arc<AsyncFd<PtyMaster>>,
+    started: Termios,
+    output: mpsc::Sender<StreamOut>,
+) {
     let mut buf = vec![0u8; CHUNK];
     let mut listening = true;
+    let mut settings = started;
     loop {
         let mut guard = match master.readable().await {
             Ok(g) => g,
             Err(e) => {
                 tracing::warn!(error = %e, "waiting for terminal output failed");
-                return;
+                break;
             }
         };
-        match guard.try_io(|m| m.get_ref().read(&mut buf)) {
+        let chunk = match guard.try_io(|m| m.get_ref().read(&mut buf)) {
             Err(_would_block) => continue,
-            Ok(Ok(0)) => return,
-            Ok(Ok(n)) => {
-                if listening
-                    && output
-                        .send(StreamOut::Stdout(buf[..n].to_vec()))
-                        .await
-                        .is_err()
-                {
-                    listening = false;
-                }
-            }
-            Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+            Ok(Ok(0)) => break,
+            Ok(Ok(n)) => StreamOut::TtyOut(buf[..n].to_vec()),
+            Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
             // EIO: the last slave fd was closed, the terminal's output is complete.
-            Ok(Err(e)) if e.raw_os_error() == Some(libc::EIO) => return,
+            Ok(Err(e)) if e.raw_os_error() == Some(libc::EIO) => break,
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "reading terminal output failed");
-                return;
+                break;
+            }
+        };
+        let changed = settings_change(&master, &mut settings);
+        for item in std::iter::once(chunk).chain(changed) {
+            if listening && output.send(item).await.is_err() {
+                listening = false;
             }
         }
     }
+    if let Some(change) = settings_change(&master, &mut settings) {
+        if listening {
+            let _ = output.send(change).await;
+        }
+    }
+}
+
+/// The pty's settings as a `Termios` item when they differ from `last` (which becomes
+/// them).
+fn settings_change(master: &AsyncFd<PtyMaster>, last: &mut Termios) -> Option<StreamOut> {
+    let now = crate::sys::get_termios(master.get_ref().as_fd()).ok()?;
+    if now == *last {
+        return None;
+    }
+    *last = now.clone();
+    Some(StreamOut::Termios(now))
 }
 
 /// Feeds the command's stdin pipe. StdinEof closes it. After a write error (the command
